@@ -1,0 +1,36 @@
+"""Options every command shares, and the config loading behind them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from propensity.config import Config, load_config
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file (default: $PROPENSITY_CONFIG, else the embedded configs/local.yaml).",
+        show_default=False,
+    ),
+]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        help="Override one config value, e.g. --set training.max_epochs=2 (repeatable).",
+        show_default=False,
+    ),
+]
+DateOption = Annotated[
+    str, typer.Option("--date", "-d", help="The day to process, YYYY-MM-DD.", show_default=False)
+]
+
+
+def load(config: Path | None, sets: list[str] | None) -> Config:
+    """The config of a command: file (or default) plus environment and --set overrides."""
+    return load_config(config, sets)

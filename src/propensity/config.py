@@ -1,0 +1,293 @@
+"""The one typed configuration of propensity, loaded from YAML.
+
+Precedence, lowest first: the YAML file (`--config`, else `$PROPENSITY_CONFIG`, else the embedded
+`configs/local.yaml`), environment variables `PROPENSITY__SECTION__KEY=value`, then
+`--set section.key=value` options. Values given as text are parsed as YAML scalars, so
+`--set training.max_epochs=3` gives an int and `--set events.vocabulary=[view,order]` a list.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_ENV = "PROPENSITY_CONFIG"
+ENV_PREFIX = "PROPENSITY__"
+EMBEDDED = "embedded:local.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be loaded; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Section):
+    root: str = "propensity-data"  # parent of every location below that is not set on its own
+    events: str | None = None
+    quarantine: str | None = None
+    histories: str | None = None
+    models: str | None = None
+    predictions: str | None = None
+    reports: str | None = None
+
+    def uri(self, name: str) -> str:
+        """The URI of one location: its own setting, else `<root>/<name>`."""
+        own = getattr(self, name)
+        if own:
+            return own.rstrip("/")
+        return f"{self.root.rstrip('/')}/{name}"
+
+
+class EventFields(_Section):
+    """Names of the raw event fields in the shop's tracking stream."""
+
+    event_id: str = "event_id"
+    profile_id: str = "profile_id"
+    ts: str = "ts"
+    event_type: str = "event_type"
+    article_id: str = "article_id"
+    brand: str = "brand"
+    category: str = "category"
+    price: str = "price"
+
+
+DEFAULT_VOCABULARY = [
+    "view",
+    "search",
+    "add_to_cart",
+    "remove_from_cart",
+    "wishlist",
+    "checkout",
+    "order",
+    "return",
+]
+
+
+class EventsConfig(_Section):
+    fields: EventFields = EventFields()
+    vocabulary: list[str] = Field(default_factory=lambda: list(DEFAULT_VOCABULARY))
+    max_bad_share: float = Field(0.05, ge=0, le=1)  # fail the day above this share of bad records
+    future_tolerance_hours: float = Field(24, ge=0)  # later timestamps are quarantined
+    max_field_chars: int = Field(512, gt=0)  # longer string fields are quarantined
+    max_price: float = Field(1_000_000, gt=0)
+
+    @field_validator("vocabulary")
+    @classmethod
+    def _vocabulary_ok(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must name at least one event type")
+        if len(set(v)) != len(v):
+            raise ValueError("has duplicate event types")
+        if "other" in v:
+            raise ValueError("must not contain 'other': unknown types map to it")
+        return v
+
+    @property
+    def types(self) -> list[str]:
+        """Event-type codes in order: index 0 is `other`, then the vocabulary."""
+        return ["other", *self.vocabulary]
+
+
+class HistoriesConfig(_Section):
+    max_events: int = Field(200, gt=0)  # last N events kept per profile
+    retention_days: int = Field(180, gt=0)  # events older than this (relative to D) are dropped
+
+
+class PrivacyConfig(_Section):
+    key_env: str = "PROPENSITY_PSEUDONYM_KEY"  # environment variable holding the hashing key
+    # Only for the local default: a key that is public and therefore protects nothing.
+    dev_key: str | None = None
+
+
+class TargetConfig(_Section):
+    name: str
+    event_types: list[str] = Field(default_factory=lambda: ["order"])
+    horizon_days: int = Field(7, gt=0)
+
+
+class ModelConfig(_Section):
+    name: str = "propensity"  # registry name: models/<name>/
+    hidden_size: int = Field(64, gt=0)
+    type_dim: int = Field(8, gt=0)
+    article_buckets: int = Field(1 << 15, gt=0)
+    article_dim: int = Field(16, gt=0)
+    brand_buckets: int = Field(1 << 10, gt=0)
+    brand_dim: int = Field(8, gt=0)
+    category_buckets: int = Field(1 << 10, gt=0)
+    category_dim: int = Field(8, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class TrainingConfig(_Section):
+    seed: int = 7
+    max_epochs: int = Field(8, gt=0)  # cold start
+    warm_epochs: int = Field(3, gt=0)  # warm start from the champion
+    batch_size: int = Field(256, gt=0)
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    validation_share: float = Field(0.2, gt=0, lt=1)
+    early_stopping_patience: int = Field(2, ge=0)
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    max_examples: int | None = None  # sample cap per run, None = all
+    num_workers: int = Field(0, ge=0)
+
+
+class GateConfig(_Section):
+    min_auc: float = Field(0.6, ge=0, le=1)
+    max_auc_drop: float = Field(0.01, ge=0, le=1)
+
+
+class ScoringConfig(_Section):
+    batch_size: int = Field(1024, gt=0)
+    workers: int = Field(1, gt=0)
+    engine: Literal["local", "spark"] = "local"
+
+
+class MonitoringConfig(_Section):
+    psi_threshold: float = Field(0.2, gt=0)  # population stability index on binned scores
+    js_threshold: float = Field(0.1, gt=0)  # Jensen-Shannon distance of categorical mixes
+    ks_threshold: float = Field(0.15, gt=0)  # Kolmogorov-Smirnov statistic of numeric inputs
+    auc_drop_threshold: float = Field(0.05, gt=0)  # realised vs validation AUC
+    trend_days: int = Field(14, gt=0)
+
+
+class ScheduleConfig(_Section):
+    # Weekdays (0 = Monday) on which `daily` retrains; every day when empty.
+    train_weekdays: list[int] = Field(default_factory=list)
+    retrain_on_drift: bool = True
+
+
+class SparkConfig(_Section):
+    master: str = "local[*]"
+    shuffle_partitions: int = Field(4, gt=0)
+    driver_memory: str = "2g"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class Config(_Section):
+    storage: StorageConfig = StorageConfig()
+    events: EventsConfig = EventsConfig()
+    histories: HistoriesConfig = HistoriesConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    targets: list[TargetConfig] = Field(default_factory=lambda: [TargetConfig(name="order_7d")])
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    gate: GateConfig = GateConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    spark: SparkConfig = SparkConfig()
+    source: str = Field(EMBEDDED, exclude=True)  # where it was loaded from, for messages
+
+    @model_validator(mode="after")
+    def _targets_ok(self) -> Config:
+        names = [t.name for t in self.targets]
+        if not names:
+            raise ValueError("targets: at least one target is required")
+        if len(set(names)) != len(names):
+            raise ValueError(f"targets: duplicate names in {names}")
+        known = set(self.events.vocabulary)
+        for t in self.targets:
+            unknown = sorted(set(t.event_types) - known)
+            if unknown:
+                raise ValueError(f"targets.{t.name}.event_types: {unknown} not in events.vocabulary")
+        return self
+
+    @property
+    def horizon_days(self) -> int:
+        """H: labels of a snapshot mature H days later (the longest target horizon)."""
+        return max(t.horizon_days for t in self.targets)
+
+    @property
+    def target_names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    def uri(self, name: str) -> str:
+        return self.storage.uri(name)
+
+    def pseudonym_key(self) -> bytes:
+        """The keyed-hash key: from the environment, else the config's development key."""
+        key = os.environ.get(self.privacy.key_env)
+        if key:
+            return key.encode()
+        if self.privacy.dev_key:
+            return self.privacy.dev_key.encode()
+        raise ConfigError(
+            f"{self.source}: no pseudonymisation key: set ${self.privacy.key_env} "
+            "(privacy.dev_key is only for local development)"
+        )
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _set_path(tree: dict, dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: cannot set {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _env_overrides() -> list[tuple[str, str]]:
+    out = []
+    for name, value in sorted(os.environ.items()):
+        if name.startswith(ENV_PREFIX):
+            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            out.append((dotted, value))
+    return out
+
+
+def _read_yaml(path: str | Path | None) -> tuple[dict, str]:
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or None
+    if path is None:
+        text = resources.files("propensity").joinpath("configs/local.yaml").read_text()
+        source = EMBEDDED
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        text = p.read_text()
+        source = str(p)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    return data, source
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load, override and validate a config; raise ConfigError naming the file and key."""
+    data, source = _read_yaml(path)
+    for dotted, value in _env_overrides():
+        _set_path(data, dotted, _parse_scalar(value), f"{source} (environment)")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        dotted, value = item.split("=", 1)
+        _set_path(data, dotted.strip(), _parse_scalar(value), f"{source} (--set)")
+    try:
+        return Config.model_validate({**data, "source": source})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"{source}: invalid config: {problems}") from None

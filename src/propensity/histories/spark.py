@@ -1,0 +1,23 @@
+"""The Spark session of the aggregation job, tuned for small machines in local mode."""
+
+from __future__ import annotations
+
+from propensity.config import Config
+
+
+def spark_session(cfg: Config, app_name: str = "propensity-aggregate"):
+    """A session from the config's `spark` section: few shuffle partitions, AQE on, no UI."""
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(cfg.spark.master)
+        .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", cfg.spark.driver_memory)
+    )
+    for key, value in cfg.spark.conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
