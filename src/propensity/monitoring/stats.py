@@ -1,0 +1,264 @@
+"""Input and score statistics of a set of histories, in a JSON form that merges exactly.
+
+`summarize` describes one batch (a validation set at training time, or one scoring shard);
+`merge` combines shard summaries into the summary of the whole day. Every distribution is a count
+histogram on FIXED bins (they depend only on the config, never on the data), so the merge of
+shard summaries equals the summary of the concatenated shards: counts add up, quantiles are read
+off the merged histogram, shares are recomputed from merged counts.
+
+Numeric histograms put values below the first edge into the first bin and values above the last
+edge into the last bin, so no value is lost; `min`/`max` keep the true extremes.
+
+All work is vectorised over Arrow buffers: no Python loop over rows or events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from propensity.config import Config
+
+SCHEMA_VERSION = 1
+SCORE_BINS = 20  # equal-width bins of predicted probabilities on [0, 1]
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+NULLABLE_FIELDS = ("article", "brand", "category", "price")
+_MS_PER_DAY = 86_400_000.0
+
+# Fixed bin edges of the numeric inputs; the trailing comment gives the unit.
+_DAY_EDGES = [0, 0.125, 0.25, 0.5, 1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90, 120, 150, 180, 270, 365]
+_PRICE_EDGES = [0, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000, 1e4, 1e5]
+_LENGTH_STEPS = [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 125, 150, 200,
+                 300, 500, 1000]
+
+
+def prediction_time_ms(as_of: dt.date) -> int:
+    """The moment a snapshot of day D predicts from: the end of D (D+1 00:00 UTC), epoch ms."""
+    end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return int(end.timestamp() * 1000)
+
+
+def numeric_edges(cfg: Config) -> dict[str, list[float]]:
+    """Bin edges of every numeric input statistic (fixed per config, so summaries merge)."""
+    max_events = cfg.histories.max_events
+    length = [s for s in _LENGTH_STEPS if s < max_events] + [max_events, max_events + 1]
+    return {
+        "history_length": [float(x) for x in length],  # events kept per profile
+        "days_since_last_event": [float(x) for x in _DAY_EDGES],  # days from last event to end of D
+        "history_span_days": [float(x) for x in _DAY_EDGES],  # days from first to last event
+        "price": [float(x) for x in _PRICE_EDGES],  # price of each event with a price
+    }
+
+
+def score_edges() -> list[float]:
+    return [round(i / SCORE_BINS, 10) for i in range(SCORE_BINS + 1)]
+
+
+def _histogram(values: np.ndarray, edges: list[float]) -> dict[str, Any]:
+    """Counts on fixed edges (out-of-range values into the end bins) plus what merges exactly."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    e = np.asarray(edges, dtype=np.float64)
+    # Bin i holds [e[i], e[i+1]); the last bin also holds e[-1] and everything beyond it.
+    idx = np.clip(np.searchsorted(e, finite, side="right") - 1, 0, len(e) - 2)
+    counts = np.bincount(idx, minlength=len(e) - 1)
+    return {
+        "edges": list(edges),
+        "counts": [int(c) for c in counts],
+        "n": int(finite.size),
+        "invalid": int(values.size - finite.size),  # NaN or infinite
+        "sum": float(finite.sum()) if finite.size else 0.0,
+        "min": float(finite.min()) if finite.size else None,
+        "max": float(finite.max()) if finite.size else None,
+    }
+
+
+def histogram_quantiles(hist: dict[str, Any]) -> dict[str, float | None]:
+    """Quantiles read off a histogram by linear interpolation inside a bin, clamped to min/max."""
+    counts = np.asarray(hist["counts"], dtype=np.float64)
+    n = counts.sum()
+    if n == 0:
+        return {f"p{round(q * 100):02d}": None for q in QUANTILES}
+    edges = np.asarray(hist["edges"], dtype=np.float64).copy()
+    # The end bins also hold out-of-range values: stretch them to the true extremes.
+    edges[0] = min(edges[0], hist["min"])
+    edges[-1] = max(edges[-1], hist["max"])
+    cum = np.concatenate([[0.0], np.cumsum(counts)])
+    out = {}
+    for q in QUANTILES:
+        target = q * n
+        i = int(np.clip(np.searchsorted(cum, target, side="left") - 1, 0, len(counts) - 1))
+        inside = (target - cum[i]) / counts[i] if counts[i] else 0.0
+        value = edges[i] + inside * (edges[i + 1] - edges[i])
+        out[f"p{round(q * 100):02d}"] = float(np.clip(value, hist["min"], hist["max"]))
+    return out
+
+
+def _finish_histogram(hist: dict[str, Any]) -> dict[str, Any]:
+    hist["mean"] = hist["sum"] / hist["n"] if hist["n"] else None
+    hist["quantiles"] = histogram_quantiles(hist)
+    return hist
+
+
+def _flat(table: pa.Table, column: str) -> pa.ChunkedArray:
+    """The values of a list column, all profiles concatenated (nulls kept)."""
+    col = table.column(column)
+    return pa.chunked_array([pc.list_flatten(c) for c in col.chunks], type=col.type.value_type)
+
+
+def _ms(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Timestamps as epoch milliseconds (float, NaN for null)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    ms = pc.cast(col.cast(pa.timestamp("ms", tz="UTC")), pa.int64())
+    return ms.to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def summarize(
+    histories: pa.Table, scores: dict[str, np.ndarray], as_of: dt.date, cfg: Config
+) -> dict[str, Any]:
+    """Statistics of histories (schema of the aggregation stage) and their scores per target.
+
+    `scores[target]` holds one probability per row of `histories`, in the same order; targets
+    missing from `scores` are left out of the summary (e.g. inputs only).
+    """
+    rows = histories.num_rows
+    edges = numeric_edges(cfg)
+    end_ms = prediction_time_ms(as_of)
+    if rows:
+        lengths = pc.list_value_length(histories.column("ts")).to_numpy(zero_copy_only=False)
+        lengths = np.nan_to_num(lengths.astype(np.float64), nan=0.0)
+        last = _ms(histories.column("last_ts"))
+        first = _ms(histories.column("first_ts"))
+    else:
+        lengths = last = first = np.zeros(0)
+    prices = _flat(histories, "price").drop_null() if rows else pa.array([], pa.float64())
+    numeric = {
+        "history_length": _histogram(lengths, edges["history_length"]),
+        "days_since_last_event": _histogram(
+            (end_ms - last) / _MS_PER_DAY, edges["days_since_last_event"]
+        ),
+        "history_span_days": _histogram((last - first) / _MS_PER_DAY, edges["history_span_days"]),
+        "price": _histogram(
+            np.asarray(prices.to_numpy(), dtype=np.float64) if len(prices) else np.zeros(0),
+            edges["price"],
+        ),
+    }
+
+    types = cfg.events.types
+    type_counts = dict.fromkeys(types, 0)
+    unexpected = 0
+    events = 0
+    null_counts = dict.fromkeys(NULLABLE_FIELDS, 0)
+    if rows:
+        flat_types = _flat(histories, "event_type")
+        events = len(flat_types)
+        vc = pc.value_counts(flat_types.combine_chunks())
+        for value, count in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()):
+            # A type outside today's vocabulary (renamed since, or null) is counted as `other`.
+            if value in type_counts:
+                type_counts[value] += count
+            else:
+                type_counts["other"] += count
+                unexpected += count
+        for name in NULLABLE_FIELDS:
+            if name in histories.column_names:
+                null_counts[name] = _flat(histories, name).null_count
+            else:
+                null_counts[name] = events
+
+    score_hists = {}
+    for target, values in scores.items():
+        values = np.asarray(values)
+        if values.shape != (rows,):
+            raise ValueError(f"scores[{target!r}] has shape {values.shape}, expected ({rows},)")
+        score_hists[target] = _histogram(values, score_edges())
+
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "as_of": as_of.isoformat(),
+        "rows": rows,
+        "events": events,
+        "numeric": numeric,
+        "event_types": {"counts": type_counts, "unexpected": unexpected},
+        "null_counts": null_counts,
+        "scores": score_hists,
+    }
+    return _finish(summary)
+
+
+def _finish(summary: dict[str, Any]) -> dict[str, Any]:
+    """Derived fields (means, quantiles, shares), recomputed from counts after every merge."""
+    for hist in summary["numeric"].values():
+        _finish_histogram(hist)
+    for hist in summary["scores"].values():
+        _finish_histogram(hist)
+    events = summary["events"]
+    counts = summary["event_types"]["counts"]
+    summary["event_types"]["shares"] = {k: (v / events if events else 0.0) for k, v in counts.items()}
+    summary["unknown_type_share"] = counts.get("other", 0) / events if events else 0.0
+    summary["null_shares"] = {
+        k: (v / events if events else 0.0) for k, v in summary["null_counts"].items()
+    }
+    return summary
+
+
+def _merge_histograms(name: str, hists: list[dict[str, Any]]) -> dict[str, Any]:
+    edges = hists[0]["edges"]
+    for h in hists[1:]:
+        if h["edges"] != edges:
+            raise ValueError(f"cannot merge summaries: {name} has different bin edges")
+    present = [h for h in hists if h["n"]]
+    return {
+        "edges": list(edges),
+        "counts": [int(sum(c)) for c in zip(*(h["counts"] for h in hists))],
+        "n": sum(h["n"] for h in hists),
+        "invalid": sum(h["invalid"] for h in hists),
+        "sum": float(sum(h["sum"] for h in hists)),
+        "min": min(h["min"] for h in present) if present else None,
+        "max": max(h["max"] for h in present) if present else None,
+    }
+
+
+def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of the union of the batches behind `summaries` (same config, same bins)."""
+    if not summaries:
+        raise ValueError("merge needs at least one summary")
+    first = summaries[0]
+    for s in summaries:
+        if s.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"cannot merge summary schema {s.get('schema_version')}")
+        if set(s["numeric"]) != set(first["numeric"]) or set(s["scores"]) != set(first["scores"]):
+            raise ValueError("cannot merge summaries with different statistics or targets")
+        if set(s["event_types"]["counts"]) != set(first["event_types"]["counts"]):
+            raise ValueError("cannot merge summaries with different event-type vocabularies")
+    days = sorted({s["as_of"] for s in summaries})
+    merged = {
+        "schema_version": SCHEMA_VERSION,
+        "as_of": days[-1],
+        "rows": sum(s["rows"] for s in summaries),
+        "events": sum(s["events"] for s in summaries),
+        "numeric": {
+            k: _merge_histograms(k, [s["numeric"][k] for s in summaries]) for k in first["numeric"]
+        },
+        "event_types": {
+            "counts": {
+                t: sum(s["event_types"]["counts"][t] for s in summaries)
+                for t in first["event_types"]["counts"]
+            },
+            "unexpected": sum(s["event_types"]["unexpected"] for s in summaries),
+        },
+        "null_counts": {
+            k: sum(s["null_counts"][k] for s in summaries) for k in first["null_counts"]
+        },
+        "scores": {
+            k: _merge_histograms(k, [s["scores"][k] for s in summaries]) for k in first["scores"]
+        },
+    }
+    if len(days) > 1:
+        merged["as_of_range"] = [days[0], days[-1]]
+    return _finish(merged)
