@@ -1,14 +1,117 @@
-"""`propensity models ...` (placeholder until its issue lands)."""
+"""`propensity models list | show VERSION | promote VERSION | rollback`: the registry for people.
+
+promote and rollback only move the champion pointer (`models/<name>/champion.json`, one atomic
+write) and record who (`--by`, else $USER) and why (`--reason`) in its history.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
 
 import typer
 
-from propensity._not_yet import not_yet
-from propensity.cli_options import ConfigOption, SetOption
+from propensity.cli_options import ConfigOption, SetOption, load
 
 app = typer.Typer(help="List, inspect, promote and roll back model versions.", no_args_is_help=True)
 
+ReasonOption = Annotated[
+    str, typer.Option("--reason", "-r", help="Why the pointer moves (kept in champion.json).")
+]
+ByOption = Annotated[
+    Optional[str],
+    typer.Option("--by", help="Who moves the pointer (default: $USER).", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _stdout():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _auc_text(meta: dict) -> str:
+    metrics = meta.get("metrics") or {}
+    return " ".join(f"{t}={m['auroc']:.4f}" for t, m in metrics.items() if "auroc" in m)
+
 
 @app.command("list")
-def list_versions(config: ConfigOption = None, sets: SetOption = None) -> None:
-    """List model versions with dates, metrics and gate decisions."""
-    not_yet("models list", 4)
+def list_versions(
+    as_json: JsonOption = False, config: ConfigOption = None, sets: SetOption = None
+) -> None:
+    """List model versions with dates, metrics and gate decisions (* = champion)."""
+    from rich.table import Table
+
+    from propensity.registry import store
+
+    cfg = load(config, sets)
+    champion = store.champion_version(cfg)
+    rows = [store.read_metadata(cfg, v) for v in store.version_names(cfg)]
+    if as_json:
+        typer.echo(json.dumps({"champion": champion, "versions": rows}, indent=2, default=str))
+        return
+    table = Table(title=f"models/{cfg.model.name}  (champion: {champion or 'none'})")
+    for col in ("", "version", "trained for", "created", "val AUROC", "gate", "parent"):
+        table.add_column(col)
+    for meta in rows:
+        table.add_row(
+            "*" if meta["version"] == champion else "",
+            meta["version"],
+            str(meta.get("training_date", "")),
+            str(meta.get("created_at", ""))[:19],
+            _auc_text(meta),
+            (meta.get("gate") or {}).get("decision", ""),
+            meta.get("parent_version") or "",
+        )
+    _stdout().print(table)
+
+
+@app.command("show")
+def show(
+    version: Annotated[str, typer.Argument(help="Version name, e.g. 2026-01-20.1.")],
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Print a version's model.json and verify its weights (exit 4 if tampered or truncated)."""
+    from propensity.registry import store
+
+    cfg = load(config, sets)
+    meta = store.read_metadata(cfg, version)
+    typer.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    store.read_weights(cfg, version, meta)
+    typer.echo(f"weights sha256 verified: {meta['weights']['sha256']}", err=True)
+
+
+@app.command("promote")
+def promote(
+    version: Annotated[str, typer.Argument(help="Version to make the champion.")],
+    reason: ReasonOption = "manual promotion",
+    by: ByOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even a version the gate rejected.")
+    ] = False,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Make VERSION the champion (scoring uses it from the next run)."""
+    from propensity.registry import store
+
+    cfg = load(config, sets)
+    move = store.promote(cfg, version, by, reason, force=force)
+    typer.echo(f"champion: {move['from'] or 'none'} -> {move['version']} (by {move['by']}: {reason})")
+
+
+@app.command("rollback")
+def rollback(
+    reason: ReasonOption = "manual rollback",
+    by: ByOption = None,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Point the champion back at the previous champion."""
+    from propensity.registry import store
+
+    cfg = load(config, sets)
+    move = store.rollback(cfg, by, reason)
+    typer.echo(f"champion: {move['from']} -> {move['version']} (by {move['by']}: {reason})")

@@ -1,0 +1,252 @@
+"""The model registry: versions under `models/<name>/<version>/` and a champion pointer.
+
+Layout (any storage URI, local or S3):
+    models/<name>/<version>/weights.safetensors   the weights (safetensors; never pickle)
+    models/<name>/<version>/reference.json        input and score statistics on the validation set
+    models/<name>/<version>/model.json            metadata, written LAST: a version is complete
+                                                  only when it exists
+    models/<name>/champion.json                   {"version": ..., "history": [moves]}
+
+Versions are named `<training date>.<n>` (e.g. `2026-01-20.1`, n counts runs of that date).
+Only the champion pointer moves on promotion and rollback; versions are never changed after
+their model.json is written. This module imports torch only inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import hashlib
+import os
+import re
+
+from propensity import storage
+from propensity.errors import BadInput, MissingInput, UsageError
+
+WEIGHTS = "weights.safetensors"
+METADATA = "model.json"
+REFERENCE = "reference.json"
+CHAMPION = "champion.json"
+_VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(\d+)$")
+
+
+def root(cfg) -> str:
+    """URI of this config's model name in the registry: `models/<name>`."""
+    return storage.join(cfg.uri("models"), cfg.model.name)
+
+
+def version_uri(cfg, version: str) -> str:
+    return storage.join(root(cfg), version)
+
+
+def _sort_key(version: str) -> tuple:
+    m = _VERSION.match(version)
+    return (m.group(1), int(m.group(2))) if m else (version, 0)
+
+
+def version_names(cfg) -> list[str]:
+    """Names of the complete versions (those with a model.json), oldest first."""
+    base = root(cfg)
+    names = set()
+    for uri in storage.list_files(base, suffix="/" + METADATA, recursive=True):
+        rel = uri[len(base) :].strip("/").split("/")
+        if len(rel) == 2:
+            names.add(rel[0])
+    return sorted(names, key=_sort_key)
+
+
+def next_version(cfg, day: dt.date) -> str:
+    """A fresh version name for a training run of `day`: `<day>.<n>`, n one above any folder
+    of that day (complete or not, so a crashed run's leftovers are never reused)."""
+    base = root(cfg)
+    used = [0]
+    for uri in storage.list_files(base, recursive=True):
+        first = uri[len(base) :].strip("/").split("/")[0]
+        m = _VERSION.match(first)
+        if m and m.group(1) == day.isoformat():
+            used.append(int(m.group(2)))
+    return f"{day.isoformat()}.{max(used) + 1}"
+
+
+def read_metadata(cfg, version: str) -> dict:
+    """model.json of a version; MissingInput (exit 3) when the version is absent or incomplete."""
+    uri = storage.join(version_uri(cfg, version), METADATA)
+    if not storage.exists(uri):
+        known = ", ".join(version_names(cfg)[-5:]) or "none"
+        raise MissingInput(f"model version {version!r} not found at {uri} (latest: {known})")
+    return storage.read_json(uri)
+
+
+def read_reference(cfg, version: str) -> dict:
+    """reference.json (monitoring statistics) of a version."""
+    uri = storage.join(version_uri(cfg, version), REFERENCE)
+    if not storage.exists(uri):
+        raise MissingInput(f"reference statistics not found: {uri}")
+    return storage.read_json(uri)
+
+
+def read_champion(cfg) -> dict | None:
+    """The champion pointer ({"version", "history", ...}), or None before the first model."""
+    uri = storage.join(root(cfg), CHAMPION)
+    return storage.read_json(uri) if storage.exists(uri) else None
+
+
+def champion_version(cfg) -> str | None:
+    pointer = read_champion(cfg)
+    return pointer["version"] if pointer else None
+
+
+def who(by: str | None = None) -> str:
+    """Who moves the pointer: `--by`, else $USER, else the login name."""
+    if by:
+        return by
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def move_champion(cfg, version: str, action: str, by: str | None, reason: str) -> dict:
+    """Point the champion at `version` (one atomic write) and record who, why and from where."""
+    read_weights(cfg, version)  # never point at a version that is incomplete or would not load
+    pointer = read_champion(cfg) or {"name": cfg.model.name, "version": None, "history": []}
+    move = {
+        "at": _now(),
+        "action": action,
+        "version": version,
+        "from": pointer["version"],
+        "by": who(by),
+        "reason": reason,
+    }
+    pointer = {
+        **pointer,
+        "version": version,
+        "updated_at": move["at"],
+        "history": [*pointer["history"], move],
+    }
+    storage.write_json(storage.join(root(cfg), CHAMPION), pointer)
+    return move
+
+
+def promote(cfg, version: str, by: str | None, reason: str, force: bool = False) -> dict:
+    """Make `version` the champion by hand. A version the gate rejected needs `force`."""
+    meta = read_metadata(cfg, version)
+    decision = (meta.get("gate") or {}).get("decision")
+    if decision != "approved" and not force:
+        raise UsageError(
+            f"model version {version} was {decision or 'not gated'} by the gate "
+            f"({'; '.join(meta.get('gate', {}).get('reasons', []))}); pass --force to promote it anyway"
+        )
+    if champion_version(cfg) == version:
+        raise UsageError(f"model version {version} is already the champion")
+    return move_champion(cfg, version, "promote", by, reason)
+
+
+def rollback_target(pointer: dict) -> str | None:
+    """The champion before the current one: the `from` of the latest move that made the current
+    version champion other than a rollback (so repeated rollbacks walk back one step each)."""
+    current = pointer["version"]
+    for move in reversed(pointer["history"]):
+        if move["version"] == current and move["action"] != "rollback":
+            return move["from"]
+    return None
+
+
+def rollback(cfg, by: str | None, reason: str) -> dict:
+    """Move the champion pointer back to the previous champion."""
+    pointer = read_champion(cfg)
+    if not pointer:
+        raise MissingInput(f"no champion at {storage.join(root(cfg), CHAMPION)}: nothing to roll back")
+    target = rollback_target(pointer)
+    if not target:
+        raise UsageError(f"champion {pointer['version']} has no earlier champion to roll back to")
+    return move_champion(cfg, target, "rollback", by, reason)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def publish(cfg, version: str, weights: bytes, metadata: dict, reference: dict) -> dict:
+    """Write a version: weights, reference statistics, then model.json (last, with the weights'
+    sha256). Returns the metadata as written. Does not move the champion."""
+    base = version_uri(cfg, version)
+    storage.write_bytes(storage.join(base, WEIGHTS), weights)
+    storage.write_json(storage.join(base, REFERENCE), reference)
+    metadata = {
+        **metadata,
+        "name": cfg.model.name,
+        "version": version,
+        "weights": {"file": WEIGHTS, "sha256": sha256(weights), "bytes": len(weights)},
+    }
+    storage.write_json(storage.join(base, METADATA), metadata)
+    return metadata
+
+
+def read_weights(cfg, version: str, meta: dict | None = None) -> tuple[dict, dict]:
+    """The verified state dict (torch tensors) and metadata of a version.
+
+    Raises BadInput (exit 4) naming the file when its sha256 differs from model.json
+    (tampered or truncated) or it is not valid safetensors.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    meta = meta or read_metadata(cfg, version)
+    uri = storage.join(version_uri(cfg, version), WEIGHTS)
+    if not storage.exists(uri):
+        raise BadInput(f"{uri}: weights file missing although {METADATA} exists")
+    data = storage.read_bytes(uri)
+    expected = meta["weights"]["sha256"]
+    actual = sha256(data)
+    if actual != expected:
+        raise BadInput(
+            f"{uri}: sha256 {actual[:16]}... does not match {expected[:16]}... recorded in "
+            f"{METADATA} ({len(data)} of {meta['weights']['bytes']} bytes): the file was "
+            "changed or truncated; refusing to load it"
+        )
+    try:
+        return load_safetensors(data), meta
+    except SafetensorError as e:
+        raise BadInput(f"{uri}: not a valid safetensors file: {e}") from None
+
+
+def build_model(meta: dict):
+    """An untrained PropensityModel with the architecture recorded in `meta`."""
+    from propensity.config import ModelConfig
+    from propensity.training.model import PropensityModel
+
+    return PropensityModel(ModelConfig(**meta["model"]), meta["types"], meta["targets"])
+
+
+def load_model(cfg, version: str | None = None):
+    """Load a version (default: the champion) as `(PropensityModel in eval mode, metadata)`.
+
+    The weights' sha256 is verified against model.json first (BadInput, exit 4, naming the file
+    on mismatch); MissingInput (exit 3) when there is no champion or no such version.
+    `model.spec` is the FeatureSpec to encode histories with; `metadata["version"]` its name.
+    """
+    if version is None:
+        version = champion_version(cfg)
+        if version is None:
+            raise MissingInput(
+                f"no champion model at {storage.join(root(cfg), CHAMPION)}: "
+                "train one first (propensity train --date D)"
+            )
+    state, meta = read_weights(cfg, version)
+    model = build_model(meta)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model, meta
+
+
+def weights_bytes(model) -> bytes:
+    """A model's state dict serialised as safetensors (CPU, contiguous tensors)."""
+    from safetensors.torch import save as save_safetensors
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return save_safetensors(state)

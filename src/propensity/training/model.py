@@ -1,0 +1,138 @@
+"""The propensity model (shared/DESIGN.md, "Model"): one LSTM layer over per-event vectors.
+
+Per event: embeddings of event type and hashed article, brand and category; log time since the
+previous event; log price; time of day (sin/cos) and weekday (one-hot). The LSTM's hidden state
+at each history's last real event, with the profile context (time since the last event, calendar
+features of the prediction time), feeds a small head with one logit per target.
+Scores are `torch.sigmoid(logits)`.
+
+The forward pass is split so explanations can work on the per-event input vectors:
+`embed(batch) -> x [B, T, F]`, then `forward_from_embedded(x, batch) -> logits`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from propensity.training.batches import CONTEXT_FEATURES, Batch, FeatureSpec
+
+# Architecture fields: two models whose `architecture()` match can exchange weights (warm start).
+_ARCH_FIELDS = (
+    "hidden_size",
+    "type_dim",
+    "article_buckets",
+    "article_dim",
+    "brand_buckets",
+    "brand_dim",
+    "category_buckets",
+    "category_dim",
+)
+
+
+class PropensityModel(nn.Module):
+    """LSTM propensity model; `forward(batch)` gives logits [B, n_targets]."""
+
+    def __init__(self, model_cfg, types: Sequence[str], targets: Sequence[str]):
+        """Build from the config's `model` section, the event types (index 0 = "other", as in
+        `cfg.events.types`) and the target names (one logit each, in this order)."""
+        super().__init__()
+        m = model_cfg
+        self.model_cfg = m
+        self.spec = FeatureSpec(
+            types=tuple(types),
+            article_buckets=m.article_buckets,
+            brand_buckets=m.brand_buckets,
+            category_buckets=m.category_buckets,
+        )
+        self.targets = list(targets)
+        self.type_emb = nn.Embedding(len(types), m.type_dim)
+        self.article_emb = nn.Embedding(m.article_buckets, m.article_dim, padding_idx=0)
+        self.brand_emb = nn.Embedding(m.brand_buckets, m.brand_dim, padding_idx=0)
+        self.category_emb = nn.Embedding(m.category_buckets, m.category_dim, padding_idx=0)
+        groups = [
+            ("event_type", m.type_dim),
+            ("article", m.article_dim),
+            ("brand", m.brand_dim),
+            ("category", m.category_dim),
+            ("log_gap", 1),
+            ("log_price", 1),
+            ("time_of_day", 2),
+            ("weekday", 7),
+        ]
+        self.feature_groups: dict[str, slice] = {}
+        start = 0
+        for name, width in groups:
+            self.feature_groups[name] = slice(start, start + width)
+            start += width
+        self.input_size = start
+        self.lstm = nn.LSTM(self.input_size, m.hidden_size, num_layers=1, batch_first=True)
+        n_context = len(CONTEXT_FEATURES)
+        self.head = nn.Sequential(
+            nn.Dropout(m.dropout),
+            nn.Linear(m.hidden_size + n_context, m.hidden_size),
+            nn.ReLU(),
+            nn.Linear(m.hidden_size, len(self.targets)),
+        )
+
+    @classmethod
+    def from_config(cls, cfg) -> PropensityModel:
+        """A fresh model for a whole config (its event types and targets)."""
+        return cls(cfg.model, cfg.events.types, cfg.target_names)
+
+    def architecture(self) -> dict:
+        """What must match for weights to be exchangeable (warm start)."""
+        return {
+            **{f: getattr(self.model_cfg, f) for f in _ARCH_FIELDS},
+            "types": list(self.spec.types),
+            "targets": list(self.targets),
+            "feature_spec_version": self.spec.version,
+            "input_size": self.input_size,
+        }
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """Per-event input vectors [B, T, F]; `feature_groups` names the slices of F."""
+        angle = batch.hour * (2 * math.pi / 24)
+        parts = [
+            self.type_emb(batch.event_type),
+            self.article_emb(batch.article),
+            self.brand_emb(batch.brand),
+            self.category_emb(batch.category),
+            batch.log_gap.unsqueeze(-1),
+            batch.log_price.unsqueeze(-1),
+            torch.sin(angle).unsqueeze(-1),
+            torch.cos(angle).unsqueeze(-1),
+            nn.functional.one_hot(batch.weekday, 7).to(batch.log_gap.dtype),
+        ]
+        return torch.cat(parts, dim=-1)
+
+    def hidden_states(self, x: torch.Tensor) -> torch.Tensor:
+        """LSTM hidden states after every step [B, T, H] (padding steps come after the real
+        ones, so the states at real steps never see padding)."""
+        out, _ = self.lstm(x)
+        return out
+
+    def _head(self, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([hidden, context.to(hidden.dtype)], dim=-1))
+
+    def forward_from_embedded(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Logits [B, n_targets] from per-event vectors `x` (output of `embed`)."""
+        states = self.hidden_states(x)
+        last = (batch.lengths.to(states.device) - 1).clamp(min=0)
+        final = states[torch.arange(states.shape[0], device=states.device), last]
+        return self._head(final, batch.context)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Logits [B, n_targets]; scores are sigmoid(logits)."""
+        return self.forward_from_embedded(self.embed(batch), batch)
+
+    def running_logits(self, batch: Batch) -> torch.Tensor:
+        """Logits after each event [B, T, n_targets]: the head applied to every hidden state,
+        with the profile's context at the prediction time. Step `lengths[b]-1` equals forward();
+        steps at or beyond `lengths[b]` are padding and meaningless."""
+        states = self.hidden_states(self.embed(batch))
+        context = batch.context.unsqueeze(1).expand(-1, states.shape[1], -1)
+        return self._head(states, context)

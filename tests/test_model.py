@@ -1,0 +1,37 @@
+"""The model's split forward pass must agree with itself and ignore padding."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import torch
+
+from _training_data import histories_table, simulate
+from propensity.training.batches import FeatureSpec, encode
+from propensity.training.model import PropensityModel
+
+DAY = dt.date(2026, 1, 20)
+
+
+def test_forward_paths_agree_and_padding_is_ignored(config):
+    torch.manual_seed(0)
+    table = histories_table(simulate(20, DAY - dt.timedelta(days=10), DAY, seed=1), DAY)
+    enc = encode(table, FeatureSpec.from_config(config), DAY)
+    model = PropensityModel.from_config(config).eval()
+    rows = np.arange(len(enc))
+    batch = enc.batch(rows)
+    with torch.no_grad():
+        logits = model(batch)
+        assert logits.shape == (len(rows), len(config.target_names))
+        split = model.forward_from_embedded(model.embed(batch), batch)
+        torch.testing.assert_close(split, logits)
+        running = model.running_logits(batch)
+        last = running[torch.arange(len(rows)), batch.lengths - 1]
+        torch.testing.assert_close(last, logits)
+        # Each row alone (padded only to its own length) scores the same as in the big batch.
+        for r in rows[:5]:
+            torch.testing.assert_close(model(enc.batch(np.array([r]))), logits[r : r + 1])
+    x = model.embed(batch)
+    assert x.shape[-1] == model.input_size
+    assert model.feature_groups["weekday"].stop == model.input_size

@@ -1,0 +1,108 @@
+"""Registry: publish, load with sha256 verification, promote and rollback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from propensity import storage
+from propensity.cli import app
+from propensity.errors import BadInput, MissingInput
+from propensity.registry import load_model
+from propensity.registry import store
+from propensity.training.model import PropensityModel
+
+runner = CliRunner()
+
+
+def publish_version(cfg, version, decision="approved", seed=0):
+    torch.manual_seed(seed)
+    model = PropensityModel.from_config(cfg)
+    meta = {
+        "model": cfg.model.model_dump(),
+        "types": cfg.events.types,
+        "targets": cfg.target_names,
+        "training_date": version.split(".")[0],
+        "metrics": {"order_7d": {"auroc": 0.7}},
+        "gate": {"decision": decision, "reasons": [] if decision == "approved" else ["too low"]},
+    }
+    store.publish(cfg, version, store.weights_bytes(model), meta, {"stats": 1})
+    return model
+
+
+def test_load_model_round_trip_and_champion_default(config):
+    with pytest.raises(MissingInput, match="no champion"):
+        load_model(config)
+    model = publish_version(config, "2026-01-20.1")
+    store.move_champion(config, "2026-01-20.1", "gate", "ci", "first model")
+    loaded, meta = load_model(config)
+    assert meta["version"] == "2026-01-20.1"
+    assert not loaded.training
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_tampered_weights_are_refused_naming_the_file(config, damage):
+    publish_version(config, "2026-01-20.1")
+    uri = storage.join(store.version_uri(config, "2026-01-20.1"), store.WEIGHTS)
+    data = storage.read_bytes(uri)
+    data = data[:-100] if damage == "truncate" else data[:-5] + bytes([data[-5] ^ 1]) + data[-4:]
+    storage.write_bytes(uri, data)
+    with pytest.raises(BadInput, match="weights.safetensors: sha256"):
+        load_model(config, "2026-01-20.1")
+    result = runner.invoke(
+        app, ["models", "show", "2026-01-20.1", "--set", f"storage.root={config.storage.root}"]
+    )
+    assert result.exit_code == 4
+    assert "weights.safetensors: sha256" in result.output
+
+
+def test_versions_list_only_complete_and_next_version_counts_leftovers(config):
+    publish_version(config, "2026-01-20.1")
+    # A crashed run left weights but no model.json: not listed, but its name is not reused.
+    storage.write_bytes(storage.join(store.version_uri(config, "2026-01-20.2"), store.WEIGHTS), b"x")
+    assert store.version_names(config) == ["2026-01-20.1"]
+    assert store.next_version(config, __import__("datetime").date(2026, 1, 20)) == "2026-01-20.3"
+
+
+def cli(cfg, *args):
+    return runner.invoke(app, ["models", *args, "--set", f"storage.root={cfg.storage.root}"])
+
+
+def test_promote_and_rollback_move_only_the_pointer(config):
+    for i, v in enumerate(["2026-01-18.1", "2026-01-19.1", "2026-01-20.1"]):
+        publish_version(config, v, seed=i)
+        store.move_champion(config, v, "gate", None, "gate approved")
+    publish_version(config, "2026-01-21.1", decision="rejected")
+    before = {v: store.read_metadata(config, v) for v in store.version_names(config)}
+
+    result = cli(config, "rollback", "--reason", "bad scores", "--by", "alice")
+    assert result.exit_code == 0, result.output
+    assert store.champion_version(config) == "2026-01-19.1"
+    assert cli(config, "rollback").exit_code == 0
+    assert store.champion_version(config) == "2026-01-18.1"
+    result = cli(config, "rollback")
+    assert result.exit_code == 2 and "no earlier champion" in result.output
+
+    result = cli(config, "promote", "2026-01-21.1")
+    assert result.exit_code == 2 and "--force" in result.output
+    assert store.champion_version(config) == "2026-01-18.1"
+    result = cli(config, "promote", "2026-01-21.1", "--force", "--reason", "hotfix", "--by", "bob")
+    assert result.exit_code == 0, result.output
+    pointer = store.read_champion(config)
+    assert pointer["version"] == "2026-01-21.1"
+    last = pointer["history"][-1]
+    assert (last["action"], last["from"], last["by"], last["reason"]) == (
+        "promote", "2026-01-18.1", "bob", "hotfix")
+    assert pointer["history"][3]["by"] == "alice"
+    assert cli(config, "promote", "2026-02-01.1").exit_code == 3
+    # Versions themselves never change.
+    assert before == {v: store.read_metadata(config, v) for v in store.version_names(config)}
+
+    result = cli(config, "list")
+    assert result.exit_code == 0
+    assert "2026-01-21.1" in result.output and "rejected" in result.output
+    listed = __import__("json").loads(cli(config, "list", "--json").output)
+    assert listed["champion"] == "2026-01-21.1" and len(listed["versions"]) == 4
