@@ -1,24 +1,153 @@
-"""`propensity daily`, `demo` and `emr` (placeholders until their issue lands)."""
+"""`propensity daily`, `propensity demo` and `propensity emr submit`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-from propensity._not_yet import not_yet
-from propensity.cli_options import ConfigOption, SetOption
+from propensity.cli_options import ConfigOption, SetOption, load
+from propensity.errors import ExitCode, PropensityError, UsageError
+from propensity.storage import as_date
+from propensity.ui import console
 
 emr_app = typer.Typer(help="Run the daily cycle on AWS EMR.", no_args_is_help=True)
 
-
-def daily(config: ConfigOption = None, sets: SetOption = None) -> None:
-    """Run the daily cycle for one day or a range."""
-    not_yet("daily", 6)
+STEP_NAMES = ("aggregate", "train", "score", "monitor")
 
 
-def demo(config: ConfigOption = None, sets: SetOption = None) -> None:
-    """Generate sample data and run the daily cycle over it end to end."""
-    not_yet("demo", 6)
+def _date(value: str | None, option: str):
+    try:
+        return as_date(value) if value else None
+    except ValueError as e:
+        raise UsageError(f"{option}: {e}") from None
+
+
+def daily(
+    date: Annotated[
+        Optional[str], typer.Option("--date", "-d", help="The day to run, YYYY-MM-DD.")
+    ] = None,
+    start: Annotated[
+        Optional[str], typer.Option("--from", help="First day of a backfill, YYYY-MM-DD.")
+    ] = None,
+    end: Annotated[
+        Optional[str], typer.Option("--to", help="Last day of a backfill (inclusive).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo steps whose output is already complete.")
+    ] = False,
+    only: Annotated[
+        Optional[list[str]],
+        typer.Option("--only", help="Run only this step (repeatable): aggregate, train, score, monitor."),
+    ] = None,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Run the daily cycle: aggregate -> train (when scheduled) -> score -> monitor.
+
+    Each step skips itself when its output partition is already complete, so a failed day is
+    simply run again and resumes where it stopped. Prints a summary and writes a run record to
+    <reports>/runs/<date>-<UTC time>.json.
+
+    Exit codes: 0 success; 10 gate rejected (scored with the old champion); 11 drift alert;
+    12 quality alert; 1/3/4 a step failed (its own code). A range stops at the first failure.
+    """
+    from propensity.cycle.daily import run_range
+
+    day, first, last = _date(date, "--date"), _date(start, "--from"), _date(end, "--to")
+    if day and (first or last):
+        raise UsageError("give either --date D or --from D1 --to D2, not both")
+    if day:
+        first = last = day
+    if not (first and last):
+        raise UsageError("give --date D, or --from D1 --to D2")
+    if last < first:
+        raise UsageError(f"--to {last} is before --from {first}")
+    steps = tuple(only or STEP_NAMES)
+    unknown = sorted(set(steps) - set(STEP_NAMES))
+    if unknown:
+        raise UsageError(f"--only: unknown step(s) {unknown}; steps are {list(STEP_NAMES)}")
+    code = run_range(load(config, sets), first, last, force=force, only=steps)
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))
+
+
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Folder for the demo's config and data (created).")
+    ] = Path("demo"),
+    profiles: Annotated[
+        int, typer.Option("--profiles", help="Generated profiles.", min=100)
+    ] = 8000,
+    days: Annotated[int, typer.Option("--days", help="Days of generated events.", min=10)] = 21,
+) -> None:
+    """Generate sample data and run the daily cycle over it end to end (a few minutes).
+
+    Writes DIR/config.yaml (storage under DIR/data), generates events, runs
+    `propensity daily --from --to` over every day (bootstrap, cold training with the gate,
+    a warm-started retrain a week later, scoring, monitoring) and prints where the outputs are.
+    """
+    from propensity.cycle.demo import run_demo
+
+    code = run_demo(directory, profiles=profiles, days=days)
+    if code not in (ExitCode.OK, ExitCode.GATE_REJECTED, ExitCode.DRIFT_ALERT):
+        raise typer.Exit(int(code))
 
 
 @emr_app.command("submit")
-def submit(config: ConfigOption = None, sets: SetOption = None) -> None:
-    """Add the daily cycle's steps to an EMR cluster."""
-    not_yet("emr submit", 6)
+def submit(
+    cluster_id: Annotated[
+        str, typer.Option("--cluster-id", help="The running EMR cluster (j-...).", show_default=False)
+    ],
+    date: Annotated[str, typer.Option("--date", "-d", help="The day to run, YYYY-MM-DD.")],
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait for the steps and exit with their outcome.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo complete steps.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the step definitions (JSON) and submit nothing.")
+    ] = False,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Add the daily cycle's steps (aggregate, train, score, monitor) to an EMR cluster.
+
+    Without --wait it prints the step ids and returns. With --wait it polls until every step
+    has ended: exit 0 when all completed, 1 when any failed or was cancelled (the table names
+    them; each step's outcome is in the run records under <reports>/runs/).
+    """
+    from propensity.cycle import emr
+
+    cfg = load(config, sets)
+    day = _date(date, "--date").isoformat()
+    steps = emr.build_steps(day, train_image=cfg.schedule.emr.train_image, force=force)
+    if dry_run:
+        typer.echo(json.dumps(steps, indent=2))
+        return
+    client = emr.emr_client()
+    ids = emr.submit(client, cluster_id, steps)
+    for sid, step in zip(ids, steps):
+        typer.echo(f"{sid}\t{step['Name']}")
+    if not wait:
+        return
+    final = emr.wait(
+        client,
+        cluster_id,
+        ids,
+        poll_seconds=cfg.schedule.emr.poll_seconds,
+        timeout_s=cfg.schedule.emr.timeout_minutes * 60,
+    )
+    from rich.table import Table
+
+    table = Table(title=f"EMR steps on {cluster_id} for {day}")
+    for col in ("step", "id", "state", "reason"):
+        table.add_column(col)
+    for s in final:
+        style = "green" if s.state == "COMPLETED" else "red"
+        table.add_row(s.name, s.id, f"[{style}]{s.state}[/]", s.reason)
+    console.print(table)
+    bad = [s.name for s in final if s.state != "COMPLETED"]
+    if bad:
+        raise PropensityError(f"EMR steps did not complete: {', '.join(bad)}")

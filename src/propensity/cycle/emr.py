@@ -1,0 +1,134 @@
+"""The daily cycle as AWS EMR steps: build the step definitions, add them, wait for them.
+
+The cluster is prepared by `jobs/emr/bootstrap.sh` (a bootstrap action): it installs the package
+and the job scripts under `/opt/propensity`, the config at `/etc/propensity/config.yaml`, and the
+`propensity-step` wrapper that every step runs through (it sets `PROPENSITY_CONFIG` and fetches
+the pseudonymisation key from Secrets Manager). The steps therefore only name commands:
+
+1. aggregate: `spark-submit` of the aggregation job on YARN (EMR's Spark, the installed package);
+2. train:     `propensity daily --only train` (the schedule decides), on the primary node or in
+              the GPU image; it may exit 10 (gate rejected), so later steps run anyway;
+3. score:     `propensity daily --only score` with the champion;
+4. monitor:   `propensity daily --only monitor` (exits 11/12 on drift or quality alerts).
+
+`jobs/emr/steps.json` is the same list for `aws emr add-steps` (date placeholder `@DATE@`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from propensity.errors import MissingInput, PropensityError, UsageError
+from propensity.ui import kv
+
+log = logging.getLogger(__name__)
+
+HOME = "/opt/propensity"  # where bootstrap.sh installs the release on every node
+AGGREGATE_JOB = f"{HOME}/jobs/emr/aggregate_job.py"  # the aggregation's spark-submit entry point
+WRAPPER = "propensity-step"  # installed by bootstrap.sh on every node
+TERMINAL = {"COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"}
+
+
+def build_steps(day: str, train_image: str | None = None, force: bool = False) -> list[dict]:
+    """The EMR step definitions of one day, in order, for `add_job_flow_steps`."""
+    redo = ["--force"] if force else []
+
+    def step(name: str, args: list[str], on_failure: str) -> dict:
+        return {
+            "Name": f"propensity {name} {day}",
+            "ActionOnFailure": on_failure,
+            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": [WRAPPER, *args]},
+        }
+
+    def daily(only: str) -> list[str]:
+        return ["daily", "--date", day, "--only", only, *redo]
+
+    if train_image:
+        # Host network: the container reaches the instance profile's credentials like the node.
+        train = [
+            "docker", "run", "--rm", "--gpus", "all", "--network", "host",
+            "-v", "/etc/propensity:/etc/propensity:ro", "-e", "PROPENSITY_CONFIG",
+            train_image, *daily("train"),
+        ]  # fmt: skip
+    else:
+        train = ["propensity", *daily("train")]
+    aggregate = [
+        "spark-submit", "--master", "yarn", "--deploy-mode", "client",
+        "--conf", f"spark.pyspark.python={HOME}/venv/bin/python",
+        AGGREGATE_JOB, "--date", day,
+    ]  # fmt: skip
+    return [
+        # Without the day's histories nothing else can run: stop the day, keep the cluster.
+        step("aggregate", aggregate, "CANCEL_AND_WAIT"),
+        # A rejected candidate (exit 10) leaves the champion serving: score anyway.
+        step("train", train, "CONTINUE"),
+        step("score", ["propensity", *daily("score")], "CANCEL_AND_WAIT"),
+        step("monitor", ["propensity", *daily("monitor")], "CONTINUE"),
+    ]
+
+
+def emr_client():
+    """An EMR client from the default credential chain (honours AWS_ENDPOINT_URL[_EMR])."""
+    import boto3
+
+    return boto3.client("emr")
+
+
+def submit(client, cluster_id: str, steps: list[dict]) -> list[str]:
+    """Add the steps to a running cluster; their ids, in order."""
+    from botocore.exceptions import ClientError
+
+    try:
+        state = client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"]
+    except ClientError as e:
+        raise MissingInput(f"EMR cluster {cluster_id}: {e.response['Error']['Message']}") from None
+    if state.startswith("TERMINAT"):
+        raise UsageError(f"EMR cluster {cluster_id} is {state}: start a cluster and submit to it")
+    ids = client.add_job_flow_steps(JobFlowId=cluster_id, Steps=steps)["StepIds"]
+    log.info(kv(event="emr_steps_added", cluster=cluster_id, steps=",".join(ids)))
+    return ids
+
+
+@dataclass
+class StepState:
+    id: str
+    name: str
+    state: str
+    reason: str = ""
+
+
+def states(client, cluster_id: str, step_ids: list[str]) -> list[StepState]:
+    out = []
+    for sid in step_ids:
+        s = client.describe_step(ClusterId=cluster_id, StepId=sid)["Step"]
+        status = s["Status"]
+        failure = status.get("FailureDetails") or {}
+        reason = failure.get("Message") or failure.get("Reason") or ""
+        if failure.get("LogFile"):
+            reason = f"{reason} (log: {failure['LogFile']})".strip()
+        out.append(StepState(sid, s["Name"], status["State"], reason))
+    return out
+
+
+def wait(
+    client, cluster_id: str, step_ids: list[str], poll_seconds: float, timeout_s: float
+) -> list[StepState]:
+    """Poll until every step has ended; the final states. Raises when `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, str] = {}
+    while True:
+        current = states(client, cluster_id, step_ids)
+        for s in current:
+            if last.get(s.id) != s.state:
+                log.info(kv(event="emr_step", step=s.name.replace(" ", "_"), state=s.state))
+                last[s.id] = s.state
+        if all(s.state in TERMINAL for s in current):
+            return current
+        if time.monotonic() > deadline:
+            raise PropensityError(
+                f"EMR steps on {cluster_id} still running after {timeout_s:.0f} s: "
+                + ", ".join(f"{s.name}={s.state}" for s in current)
+            )
+        time.sleep(poll_seconds)

@@ -1,0 +1,151 @@
+"""`propensity emr submit` against moto's EMR (server mode, the same loopback endpoint as S3)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from typer.testing import CliRunner
+
+from propensity.cli import app
+from propensity.cycle import emr
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture
+def cluster(s3_endpoint, monkeypatch):
+    """A running cluster on the fake EMR; boto3 clients find it through AWS_ENDPOINT_URL."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    client = boto3.client("emr")
+    cid = client.run_job_flow(
+        Name="propensity-test",
+        ReleaseLabel="emr-7.5.0",
+        Instances={
+            "MasterInstanceType": "g5.xlarge",
+            "SlaveInstanceType": "m5.xlarge",
+            "InstanceCount": 3,
+            "KeepJobFlowAliveWhenNoSteps": True,
+        },
+        JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole",
+    )["JobFlowId"]
+    return client, cid
+
+
+def _set_state(cluster_id: str, states: dict[str, str]) -> None:
+    """Move steps of the fake cluster along, as EMR would (moto leaves them pending)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.emr.models import emr_backends
+
+    for step in emr_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].clusters[cluster_id].steps:
+        if step.id in states:
+            step.state = states[step.id]
+
+
+def test_steps_in_order_with_the_day_and_failure_actions():
+    steps = emr.build_steps("2026-01-20")
+    assert [s["Name"] for s in steps] == [
+        f"propensity {n} 2026-01-20" for n in ("aggregate", "train", "score", "monitor")
+    ]
+    agg, train, score, monitor = (s["HadoopJarStep"]["Args"] for s in steps)
+    assert agg[:2] == [emr.WRAPPER, "spark-submit"] and emr.AGGREGATE_JOB in agg
+    assert agg[agg.index("--date") + 1] == "2026-01-20"
+    assert train == [emr.WRAPPER, "propensity", "daily", "--date", "2026-01-20", "--only", "train"]
+    assert score[-2:] == ["--only", "score"] and monitor[-2:] == ["--only", "monitor"]
+    # a rejected candidate must not stop scoring; a failed aggregation must stop the day
+    assert [s["ActionOnFailure"] for s in steps] == [
+        "CANCEL_AND_WAIT", "CONTINUE", "CANCEL_AND_WAIT", "CONTINUE"
+    ]  # fmt: skip
+
+
+def test_gpu_image_and_force():
+    steps = emr.build_steps("2026-01-20", train_image="acct.dkr.ecr/propensity-gpu:0.1.0", force=True)
+    train = steps[1]["HadoopJarStep"]["Args"]
+    assert train[1:3] == ["docker", "run"] and "--gpus" in train
+    assert train[train.index("acct.dkr.ecr/propensity-gpu:0.1.0") + 1 :] == [
+        "daily", "--date", "2026-01-20", "--only", "train", "--force"
+    ]  # fmt: skip
+
+
+def test_steps_json_file_matches_the_submitter():
+    """jobs/emr/steps.json (for `aws emr add-steps`) is what `emr submit` adds, date left open."""
+    on_disk = json.loads((REPO / "jobs/emr/steps.json").read_text())
+    assert on_disk == emr.build_steps("@DATE@")
+
+
+def test_submit_adds_the_steps_and_returns(cluster):
+    client, cid = cluster
+    result = runner.invoke(app, ["emr", "submit", "--cluster-id", cid, "--date", "2026-01-20"])
+    assert result.exit_code == 0, result.output
+    ids = [line.split("\t")[0] for line in result.stdout.strip().splitlines()]
+    listed = client.list_steps(ClusterId=cid)["Steps"]
+    assert sorted(s["Id"] for s in listed) == sorted(ids)
+    added = {s["Id"]: s for s in listed}
+    assert [added[i]["Name"] for i in ids] == [s["Name"] for s in emr.build_steps("2026-01-20")]
+    assert added[ids[2]]["Config"]["Args"][-2:] == ["--only", "score"]
+
+
+def test_wait_reports_completed_and_failed_steps(cluster):
+    client, cid = cluster
+    ids = emr.submit(client, cid, emr.build_steps("2026-01-20"))
+    _set_state(cid, {ids[0]: "COMPLETED", ids[1]: "FAILED", ids[2]: "COMPLETED", ids[3]: "COMPLETED"})
+    final = emr.wait(client, cid, ids, poll_seconds=0.05, timeout_s=5)
+    assert [s.state for s in final] == ["COMPLETED", "FAILED", "COMPLETED", "COMPLETED"]
+
+    _set_state(cid, {i: "RUNNING" for i in ids})
+    with pytest.raises(Exception, match="still running"):
+        emr.wait(client, cid, ids, poll_seconds=0.05, timeout_s=0.2)
+
+
+def test_cli_wait_exits_with_the_outcome(cluster):
+    client, cid = cluster
+
+    def finish_later(state_of_train: str, already: int):
+        # EMR runs the steps while the CLI polls: move them along from beside it.
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.emr.models import emr_backends
+
+        steps = emr_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].clusters[cid].steps
+        deadline = time.monotonic() + 20
+        while len(steps) < already + 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ids = [s.id for s in steps[already:]]
+        _set_state(cid, {i: "COMPLETED" for i in ids} | {ids[1]: state_of_train})
+
+    args = ["emr", "submit", "--cluster-id", cid, "--date", "2026-01-21", "--wait",
+            "--set", "schedule.emr.poll_seconds=0.1"]  # fmt: skip
+    for train_state, code in (("COMPLETED", 0), ("FAILED", 1)):
+        already = len(client.list_steps(ClusterId=cid)["Steps"])
+        helper = threading.Thread(target=finish_later, args=(train_state, already))
+        helper.start()
+        result = runner.invoke(app, args)
+        helper.join()
+        assert result.exit_code == code, result.output
+        if code:
+            assert "propensity train 2026-01-21" in result.output
+
+
+def test_unknown_or_terminated_cluster_is_a_clear_error(cluster):
+    client, cid = cluster
+    result = runner.invoke(app, ["emr", "submit", "--cluster-id", "j-NOSUCHCLUSTER", "--date", "2026-01-20"])
+    assert result.exit_code == 3 and "j-NOSUCHCLUSTER" in result.output
+    client.terminate_job_flows(JobFlowIds=[cid])
+    result = runner.invoke(app, ["emr", "submit", "--cluster-id", cid, "--date", "2026-01-20"])
+    assert result.exit_code == 2 and "TERMINATED" in result.output
+
+
+def test_dry_run_prints_steps_without_aws():
+    result = runner.invoke(app, ["emr", "submit", "--cluster-id", "j-X", "--date", "2026-01-20", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == emr.build_steps("2026-01-20")
+
+
+def test_bad_date_is_a_usage_error():
+    result = runner.invoke(app, ["emr", "submit", "--cluster-id", "j-X", "--date", "20-01-2026", "--dry-run"])
+    assert result.exit_code == 2 and "--date" in result.output
