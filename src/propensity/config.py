@@ -159,10 +159,29 @@ class MonitoringConfig(_Section):
     trend_days: int = Field(14, gt=0)
 
 
+class EmrConfig(_Section):
+    """How `propensity emr submit` runs the daily cycle's steps on a cluster."""
+
+    # Docker image (Dockerfile.gpu) the training step runs in on the primary node; None = run
+    # `propensity` installed on the node itself (a GPU primary instance type).
+    train_image: str | None = None
+    poll_seconds: float = Field(30, gt=0)  # how often `emr submit --wait` asks for step states
+    timeout_minutes: float = Field(360, gt=0)  # `--wait` gives up after this long
+
+
 class ScheduleConfig(_Section):
     # Weekdays (0 = Monday) on which `daily` retrains; every day when empty.
     train_weekdays: list[int] = Field(default_factory=list)
+    # Also retrain when the previous day's monitoring report asked for it.
     retrain_on_drift: bool = True
+    emr: EmrConfig = EmrConfig()
+
+    @field_validator("train_weekdays")
+    @classmethod
+    def _weekdays_ok(cls, v: list[int]) -> list[int]:
+        if any(d < 0 or d > 6 for d in v):
+            raise ValueError("weekdays are 0 (Monday) to 6 (Sunday)")
+        return v
 
 
 class SparkConfig(_Section):
