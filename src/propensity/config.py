@@ -138,6 +138,12 @@ class TrainingConfig(_Section):
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     max_examples: int | None = None  # sample cap per run, None = all
     num_workers: int = Field(0, ge=0)
+    # auto: bf16-mixed (else 16-mixed) on CUDA, 32-true on CPU
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
+    gradient_clip: float = Field(1.0, ge=0)  # max gradient norm, 0 = no clipping
+    bucket_window: int = Field(64, gt=0)  # batches per length-sorted window (more: less padding)
+    split_salt: str = "propensity-split-v1"  # key of the validation hash split; changing it reshuffles
+    work_dir: str | None = None  # local resumable checkpoints; None = ~/.cache/propensity/train
 
 
 class GateConfig(_Section):
