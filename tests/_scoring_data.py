@@ -44,7 +44,7 @@ def make_histories(
     """`n` profiles observed up to the end of `as_of`, oldest event first."""
     rng = np.random.default_rng(seed)
     max_events = cfg.histories.max_events
-    mean_len = 6 if shift else 20
+    mean_len = 6 if shift else 29  # geometric: median about 20 events, as in production
     lengths = np.clip(rng.geometric(1 / mean_len, n), 1, max_events).astype(np.int32)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     total = int(offsets[-1])
@@ -112,3 +112,40 @@ def write_histories(
         storage.write_parquet(chunk, storage.join(part, f"part-{i:05d}.parquet"), row_group_size)
     storage.mark_complete(part)
     return table
+
+
+def publish_model(
+    cfg: Config, version: str, seed: int = 0, reference: dict | None = None, champion: bool = True,
+    metrics: dict | None = None,
+):
+    """Publish a randomly initialised PropensityModel through the registry (optionally as the
+    champion); returns the model. `reference` defaults to a summary of fresh histories."""
+    import torch
+
+    from propensity.monitoring import stats
+    from propensity.registry import store
+    from propensity.training.model import PropensityModel
+
+    torch.manual_seed(seed)
+    model = PropensityModel.from_config(cfg).eval()
+    day = dt.date.fromisoformat(version.split(".")[0])
+    if reference is None:
+        from propensity.scoring.engine import score_table
+
+        table = make_histories(400, day, cfg, seed=seed + 1000)
+        probs = score_table(model, table, day, cfg.scoring.batch_size)
+        reference = stats.summarize(
+            table, {t: probs[:, j] for j, t in enumerate(cfg.target_names)}, day, cfg
+        )
+    meta = {
+        "model": cfg.model.model_dump(),
+        "types": cfg.events.types,
+        "targets": cfg.target_names,
+        "training_date": day.isoformat(),
+        "metrics": metrics or {t: {"auroc": 0.7, "average_precision": 0.3} for t in cfg.target_names},
+        "gate": {"decision": "approved", "reasons": []},
+    }
+    store.publish(cfg, version, store.weights_bytes(model), meta, reference)
+    if champion:
+        store.move_champion(cfg, version, "promote", "tests", "scoring tests")
+    return model

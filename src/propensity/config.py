@@ -155,6 +155,8 @@ class ScoringConfig(_Section):
     batch_size: int = Field(1024, gt=0)
     workers: int = Field(1, gt=0)
     engine: Literal["local", "spark"] = "local"
+    read_rows: int = Field(65_536, gt=0)  # histories per record batch read (bounds memory)
+    shard_rows: int = Field(1_000_000, gt=0)  # rows per shard (whole row groups): unit of resume
 
 
 class MonitoringConfig(_Section):
@@ -163,6 +165,7 @@ class MonitoringConfig(_Section):
     ks_threshold: float = Field(0.15, gt=0)  # Kolmogorov-Smirnov statistic of numeric inputs
     auc_drop_threshold: float = Field(0.05, gt=0)  # realised vs validation AUC
     trend_days: int = Field(14, gt=0)
+    null_share_threshold: float = Field(0.1, gt=0)  # absolute change of a field's null share
 
 
 class EmrConfig(_Section):

@@ -1,9 +1,74 @@
-"""`propensity score` (placeholder until its issue lands)."""
+"""`propensity score`: score every profile of histories(D) with the champion model."""
 
-from propensity._not_yet import not_yet
-from propensity.cli_options import ConfigOption, DateOption, SetOption
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Optional
+
+import typer
+
+from propensity import storage
+from propensity.cli_options import ConfigOption, DateOption, SetOption, load
+from propensity.ui import kv
+
+log = logging.getLogger(__name__)
 
 
-def score(date: DateOption, config: ConfigOption = None, sets: SetOption = None) -> None:
-    """Score every profile of histories(D) with the champion model."""
-    not_yet("score", 5)
+def score(
+    date: DateOption,
+    workers: Annotated[
+        Optional[int],
+        typer.Option("--workers", min=1, help="Local worker processes (default: scoring.workers)."),
+    ] = None,
+    worker_index: Annotated[
+        Optional[int],
+        typer.Option("--worker-index", min=0,
+                     help="Array-job mode: this worker's index (0-based); with --num-workers."),
+    ] = None,
+    num_workers: Annotated[
+        Optional[int],
+        typer.Option("--num-workers", min=1, help="Array-job mode: number of workers."),
+    ] = None,
+    finalize: Annotated[
+        bool,
+        typer.Option("--finalize",
+                     help="Only check that every shard is scored and write manifest + _SUCCESS."),
+    ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option("--restart",
+                     help="Discard existing (partial or complete) predictions of D first."),
+    ] = False,
+    engine: Annotated[
+        Optional[str],
+        typer.Option("--engine", help="local or spark (default: scoring.engine)."),
+    ] = None,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Score every profile of histories(D) with the champion model into predictions(D).
+
+    Writes predictions/dt=D/part-<shard>.parquet (profile_id, one probability column per target,
+    model_version), manifest.json, then _SUCCESS, then moves predictions/latest.json. Resumable:
+    a rerun scores only the shards whose file is missing. Exit codes: 0 done (or a worker whose
+    shards are done while others still run), 3 histories(D) or the champion missing (or, with
+    --finalize, shards still missing), 4 malformed histories or partial output of another model
+    version (use --restart).
+    """
+    from propensity.errors import UsageError
+    from propensity.scoring.run import run
+
+    if engine not in (None, "local", "spark"):
+        raise UsageError(f"--engine {engine!r}: expected local or spark")
+    if workers is not None and (worker_index is not None or num_workers is not None):
+        raise UsageError("--workers and --worker-index/--num-workers exclude each other")
+    cfg = load(config, sets)
+    try:
+        day = storage.as_date(date)
+    except ValueError as e:
+        raise UsageError(f"--date: {e}") from None
+    manifest = run(cfg, day, workers=workers, worker_index=worker_index, num_workers=num_workers,
+                   finalize_only=finalize, restart=restart, engine=engine)
+    if manifest:
+        log.info("score done %s", kv(date=day, rows=manifest["rows"],
+                                     model=manifest["model"]["version"]))

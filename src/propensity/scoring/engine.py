@@ -1,0 +1,176 @@
+"""Score shards of histories with a model: stream row groups, bucket by length, write whole.
+
+Memory stays bounded: a shard is read in record batches of `scoring.read_rows` rows by a reader
+thread (Parquet decoding and feature encoding overlap with the model's forward pass, both of
+which release the GIL), and only the shard's output (profile ids and scores) is kept until its
+file is written in one piece.
+
+Scores are `sigmoid(model(batch))` of the trainer's own `PropensityModel` on the trainer's own
+batches (`training.batches.encode` + `length_buckets`), so they equal the training-time forward
+pass; rows are sorted by history length inside each read batch so that padding costs little.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from propensity import storage
+from propensity.monitoring import stats
+from propensity.scoring.layout import SHARD_META_KEY, Shard
+from propensity.training.batches import LIST_COLUMNS, EncodedHistories, encode, length_buckets
+from propensity.ui import kv
+
+log = logging.getLogger(__name__)
+
+INPUT_COLUMNS = ["profile_id", "first_ts", "last_ts", *LIST_COLUMNS]
+_DONE = object()
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterate `items` produced by a background thread, at most `depth` ahead (errors re-raised)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put(item)
+            q.put(_DONE)
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            q.put(e)
+
+    thread = threading.Thread(target=produce, name="score-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def score_encoded(model: torch.nn.Module, encoded: EncodedHistories, batch_size: int) -> np.ndarray:
+    """Probabilities [N, n_targets] (float32) in the row order of `encoded`."""
+    out = np.empty((len(encoded), len(model.targets)), dtype=np.float32)
+    with torch.inference_mode():
+        for rows in length_buckets(encoded.lengths, batch_size):
+            batch = encoded.batch(rows)
+            out[rows] = torch.sigmoid(model(batch)).numpy()
+    return out
+
+
+def score_table(
+    model: torch.nn.Module, table: pa.Table | pa.RecordBatch, as_of: dt.date, batch_size: int
+) -> np.ndarray:
+    """Probabilities [N, n_targets] for a histories table, in its row order."""
+    return score_encoded(model, encode(table, model.spec, as_of), batch_size)
+
+
+def _constant(value: str, rows: int) -> pa.Array:
+    """A string column holding one value (built without a Python object per row)."""
+    indices = pa.array(np.zeros(rows, dtype=np.int32))
+    return pa.DictionaryArray.from_arrays(indices, pa.array([value])).cast(pa.string())
+
+
+def output_schema(targets: list[str]) -> pa.Schema:
+    """The public predictions schema (shared/DESIGN.md): profile_id, one float per target,
+    model_version."""
+    return pa.schema(
+        [("profile_id", pa.string()), *[(t, pa.float32()) for t in targets],
+         ("model_version", pa.string())]
+    )
+
+
+def score_shard(
+    shard: Shard,
+    out: str,
+    model: torch.nn.Module,
+    model_version: str,
+    as_of: dt.date,
+    cfg,
+    worker: str = "0",
+    on_rows: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Score one shard and write its output file whole; return its record (rows, timing, stats).
+
+    Raises BadInput (from encoding) naming the input file when a history is malformed.
+    """
+    started = time.perf_counter()
+    targets = list(model.targets)
+    source = shard.input_uri
+    pf = storage.open_parquet(source)
+    columns = [c for c in INPUT_COLUMNS if c in pf.schema_arrow.names]
+
+    def encoded_batches():
+        for rb in pf.iter_batches(
+            batch_size=cfg.scoring.read_rows, row_groups=shard.row_groups, columns=columns
+        ):
+            yield rb, encode(rb, model.spec, as_of, source=source)
+
+    ids, scores, summaries = [], [], []
+    for rb, encoded in prefetch(encoded_batches()):
+        probs = score_encoded(model, encoded, cfg.scoring.batch_size)
+        ids.append(rb.column("profile_id"))
+        scores.append(probs)
+        summaries.append(
+            stats.summarize(
+                pa.Table.from_batches([rb]), {t: probs[:, j] for j, t in enumerate(targets)},
+                as_of, cfg,
+            )
+        )
+        if on_rows:
+            on_rows(rb.num_rows)
+    rows = sum(len(a) for a in ids)
+    if rows != shard.rows:
+        raise RuntimeError(f"{source}: read {rows} rows of shard {shard.id}, expected {shard.rows}")
+    all_scores = np.concatenate(scores) if scores else np.zeros((0, len(targets)), np.float32)
+    record = {
+        "shard": shard.id,
+        "input_file": shard.input_uri.rsplit("/", 1)[-1],
+        "row_groups": shard.row_groups,
+        "rows": rows,
+        "model_version": model_version,
+        "worker": worker,
+        "seconds": round(time.perf_counter() - started, 3),
+        "stats": stats.merge(summaries) if summaries else stats.summarize(
+            pf.schema_arrow.empty_table(), {t: np.zeros(0) for t in targets}, as_of, cfg
+        ),
+    }
+    schema = output_schema(targets).with_metadata({SHARD_META_KEY: json.dumps(record).encode()})
+    table = pa.Table.from_arrays(
+        [
+            pa.chunked_array(ids, pa.string()),
+            *[pa.array(all_scores[:, j]) for j in range(len(targets))],
+            _constant(model_version, rows),
+        ],
+        schema=schema,
+    )
+    storage.write_parquet(table, storage.join(out, shard.file_name))
+    log.info(
+        "scored shard %s",
+        kv(shard=shard.id, rows=rows, seconds=record["seconds"],
+           per_second=round(rows / max(record["seconds"], 1e-9))),
+    )
+    return record

@@ -1,0 +1,250 @@
+"""The predictions(D) partition: shard plan, run state, shard files, manifest, marker, latest.json.
+
+Layout (shared/DESIGN.md, "Predictions"):
+
+    predictions/dt=D/part-<shard>.parquet   one file per shard, written whole
+    predictions/dt=D/_scoring.json          run state: model version + sha256, input, shard plan
+    predictions/dt=D/manifest.json          rows, model, input, per-shard counts, timing, stats
+    predictions/dt=D/_SUCCESS               written last
+    predictions/latest.json                 newest complete day, moved only after its marker
+
+A shard is a run of consecutive row groups of one input file (at most `scoring.shard_rows`
+rows), so the plan is a pure function of the input partition's Parquet footers. A shard is done
+exactly when its output file exists (each is written whole), which makes a rerun score only the
+missing shards. `_scoring.json` pins the model version and input of a partial run: a run with
+another champion or a rewritten input refuses to mix instead of silently combining outputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from propensity import storage
+from propensity.config import Config
+from propensity.errors import BadInput, MissingInput
+from propensity.monitoring import stats
+from propensity.ui import kv
+
+log = logging.getLogger(__name__)
+
+STATE = "_scoring.json"
+MANIFEST = "manifest.json"
+LATEST = "latest.json"
+SHARD_META_KEY = b"propensity.shard"  # Parquet key-value metadata of a shard file: its record
+_SHARD_FILE = re.compile(r"part-(\d{5}-\d{5})\.parquet$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    id: str  # "<file index>-<first row group>", zero-padded
+    input_uri: str
+    row_groups: list[int]
+    rows: int
+
+    @property
+    def file_name(self) -> str:
+        return f"part-{self.id}.parquet"
+
+
+@dataclass(frozen=True)
+class Plan:
+    input_partition: str
+    shards: list[Shard]
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    def fingerprint(self) -> str:
+        """Identifies the input layout: any rewrite of histories(D) changes it."""
+        text = json.dumps([asdict(s) for s in self.shards], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    sha256: str
+
+
+def plan_shards(input_partition: str, shard_rows: int) -> Plan:
+    """Shards of a complete histories partition, from its Parquet footers only."""
+    files = storage.parquet_files(input_partition)
+    if not files:
+        raise MissingInput(f"partition {input_partition} is complete but holds no Parquet file")
+    shards = []
+    for i, uri in enumerate(files):
+        meta = storage.open_parquet(uri).metadata
+        group: list[int] = []
+        rows = 0
+        for rg in range(meta.num_row_groups):
+            n = meta.row_group(rg).num_rows
+            if group and rows + n > shard_rows:
+                shards.append(Shard(f"{i:05d}-{group[0]:05d}", uri, group, rows))
+                group, rows = [], 0
+            group.append(rg)
+            rows += n
+        if group:
+            shards.append(Shard(f"{i:05d}-{group[0]:05d}", uri, group, rows))
+    return Plan(input_partition, shards)
+
+
+def assign(plan: Plan, worker_index: int, num_workers: int) -> list[Shard]:
+    """The shards of one worker of an array job: every num_workers-th, by plan order."""
+    return plan.shards[worker_index::num_workers]
+
+
+def _state(plan: Plan, model: ModelRef, targets: list[str]) -> dict[str, Any]:
+    return {
+        "model": asdict(model),
+        "targets": targets,
+        "input": {"partition": plan.input_partition, "fingerprint": plan.fingerprint()},
+    }
+
+
+def prepare(
+    out: str, plan: Plan, model: ModelRef, targets: list[str], restart: bool
+) -> bool:
+    """Reconcile predictions(D) with this run; True when it is already complete for it.
+
+    Raises BadInput when existing output (partial or complete) was made by another model
+    version or from another input layout, unless `restart` discards it first.
+    """
+    want = _state(plan, model, targets)
+    if restart:
+        discard(out)
+    have_state = storage.exists(storage.join(out, STATE))
+    if have_state:
+        have = storage.read_json(storage.join(out, STATE))
+        problems = []
+        if have["model"]["version"] != model.version or have["model"]["sha256"] != model.sha256:
+            problems.append(
+                f"it was scored with model {have['model']['name']} {have['model']['version']}, "
+                f"this run uses {model.name} {model.version}"
+            )
+        if have["input"] != want["input"] or have["targets"] != targets:
+            problems.append("its input partition or targets differ from this run's")
+        if problems:
+            raise BadInput(
+                f"predictions {out} already hold output that cannot be mixed with this run: "
+                f"{'; '.join(problems)}. Rerun with --restart to discard it."
+            )
+        return storage.is_complete(out)
+    if storage.list_files(out, suffix=".parquet") or storage.is_complete(out):
+        raise BadInput(
+            f"predictions {out} hold files of an unknown run (no {STATE}); "
+            "rerun with --restart to discard them"
+        )
+    storage.write_json(storage.join(out, STATE), want)
+    return False
+
+
+def discard(out: str) -> None:
+    """Delete a predictions partition, marker first so no reader takes it for complete."""
+    if storage.exists(out):
+        log.info("discarding existing predictions %s", kv(partition=out))
+        storage.delete(storage.join(out, storage.MARKER))
+        storage.delete(out)
+
+
+def done_shards(out: str) -> set[str]:
+    """Ids of the shards whose output file exists."""
+    done = set()
+    for uri in storage.list_files(out, suffix=".parquet"):
+        m = _SHARD_FILE.search(uri)
+        if m:
+            done.add(m.group(1))
+    return done
+
+
+def missing(out: str, plan: Plan) -> list[Shard]:
+    done = done_shards(out)
+    return [s for s in plan.shards if s.id not in done]
+
+
+def finalize(out: str, plan: Plan, model: ModelRef, day: dt.date, extra: dict | None = None) -> dict:
+    """Check every shard, write manifest.json, the marker, then move latest.json.
+
+    Raises MissingInput while shards are missing, BadInput when a shard file disagrees with the
+    plan (row count, model version): the partition is then left without a marker.
+    """
+    files = {
+        m.group(1): uri
+        for uri in storage.list_files(out, suffix=".parquet")
+        if (m := _SHARD_FILE.search(uri))
+    }
+    planned = {s.id for s in plan.shards}
+    strays = sorted(set(files) - planned)
+    if strays:
+        raise BadInput(f"predictions {out}: files of unplanned shards {strays}; rerun with --restart")
+    absent = sorted(planned - set(files))
+    if absent:
+        raise MissingInput(
+            f"predictions {out}: {len(absent)} of {len(planned)} shards not scored yet "
+            f"(e.g. {absent[:3]}); run the missing workers or `propensity score` again"
+        )
+    records = {}
+    for shard in plan.shards:
+        meta = storage.open_parquet(files[shard.id]).schema_arrow.metadata or {}
+        if SHARD_META_KEY not in meta:
+            raise BadInput(f"{files[shard.id]}: not a shard file of propensity score")
+        record = json.loads(meta[SHARD_META_KEY])
+        if record["rows"] != shard.rows or record["model_version"] != model.version:
+            raise BadInput(
+                f"{files[shard.id]}: holds {record['rows']} rows of model "
+                f"{record['model_version']}, the plan expects {shard.rows} rows of {model.version}"
+            )
+        records[shard.id] = record
+    summary = stats.merge([r["stats"] for r in records.values()])
+    seconds = [r["seconds"] for r in records.values()]
+    manifest = {
+        "date": day.isoformat(),
+        "rows": plan.rows,
+        "model": asdict(model),
+        "input": {"partition": plan.input_partition, "rows": plan.rows,
+                  "fingerprint": plan.fingerprint()},
+        "files": [shard.file_name for shard in plan.shards],
+        "shards": {
+            sid: {k: r[k] for k in ("input_file", "row_groups", "rows", "seconds", "worker")}
+            for sid, r in records.items()
+        },
+        "timing": {
+            "shard_seconds_total": round(sum(seconds), 3),
+            "shard_seconds_max": round(max(seconds), 3),
+            "histories_per_second_per_worker": round(plan.rows / max(sum(seconds), 1e-9), 1),
+            "finalized_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+        "stats": summary,
+        **(extra or {}),
+    }
+    storage.write_json(storage.join(out, MANIFEST), manifest)
+    storage.mark_complete(out)
+    _move_latest(out, day, manifest)
+    log.info("predictions complete %s", kv(partition=out, rows=plan.rows, model=model.version))
+    return manifest
+
+
+def _move_latest(out: str, day: dt.date, manifest: dict) -> None:
+    """Point latest.json at day D, unless it already points at a later complete day."""
+    root = out.rsplit("/", 1)[0]
+    latest = storage.join(root, LATEST)
+    if storage.exists(latest):
+        current = storage.read_json(latest)
+        if current.get("date", "") > day.isoformat():
+            return  # a backfill of an older day must not move readers backwards
+    storage.write_json(
+        latest,
+        {
+            "date": day.isoformat(),
+            "partition": out,
+            "rows": manifest["rows"],
+            "model_version": manifest["model"]["version"],
+        },
+    )

@@ -1,0 +1,167 @@
+"""One `propensity score` run: plan shards, reconcile with partial output, score, finalize.
+
+Run modes (all write the same layout, see `scoring.layout`):
+- local, one process (`--workers 1`) or N spawned worker processes (`--workers N`), each taking
+  every N-th missing shard; the parent finalizes;
+- array job (`--worker-index i --num-workers n`): this process scores shards i, i+n, ...; the
+  worker that finds every shard done after its own finalizes (or run `--finalize` separately);
+- Spark (`--engine spark`): the driver broadcasts the model's weights, executors score shards.
+
+Every mode pins the model version chosen at the start: workers load that version, not "the
+champion", so a promotion during a run cannot mix two models in one partition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import multiprocessing
+import os
+import time
+from typing import Any
+
+from propensity import storage
+from propensity.config import Config
+from propensity.errors import PropensityError, UsageError
+from propensity.scoring import layout
+from propensity.ui import kv, progress
+
+log = logging.getLogger(__name__)
+
+
+def model_ref(meta: dict) -> layout.ModelRef:
+    return layout.ModelRef(meta["name"], meta["version"], meta["weights"]["sha256"])
+
+
+def _set_threads(share: int) -> None:
+    """Split the machine's cores between `share` processes scoring side by side."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // share))
+
+
+def score_shards(cfg: Config, day: dt.date, out: str, shards: list[layout.Shard], model, meta,
+                 worker: str) -> list[dict[str, Any]]:
+    """Score shards in this process, with a progress bar over rows."""
+    from propensity.scoring.engine import score_shard
+
+    records = []
+    with progress() as bar:
+        task = bar.add_task(f"scoring {day} (worker {worker})", total=sum(s.rows for s in shards))
+        for shard in shards:
+            records.append(
+                score_shard(shard, out, model, meta["version"], day, cfg, worker=worker,
+                            on_rows=lambda n: bar.advance(task, n))
+            )
+    return records
+
+
+def _worker_main(cfg_json: str, day_iso: str, version: str, shard_ids: list[str],
+                 worker: str, share: int) -> None:
+    """Entry point of a spawned local worker (arguments are plain JSON-able values)."""
+    from propensity.registry import load_model
+    from propensity.ui import setup_logging
+
+    setup_logging()
+    cfg = Config.model_validate(json.loads(cfg_json))
+    day = dt.date.fromisoformat(day_iso)
+    _set_threads(share)
+    plan = layout.plan_shards(storage.partition(cfg.uri("histories"), day), cfg.scoring.shard_rows)
+    wanted = set(shard_ids)
+    model, meta = load_model(cfg, version)
+    out = storage.partition(cfg.uri("predictions"), day)
+    score_shards(cfg, day, out, [s for s in plan.shards if s.id in wanted], model, meta, worker)
+
+
+def _run_processes(cfg: Config, day: dt.date, version: str, todo: list[layout.Shard],
+                   workers: int) -> None:
+    ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no forked torch threads
+    cfg_json = cfg.model_dump_json()
+    procs = []
+    for i in range(workers):
+        ids = [s.id for s in todo[i::workers]]
+        if ids:
+            p = ctx.Process(target=_worker_main, name=f"score-worker-{i}",
+                            args=(cfg_json, day.isoformat(), version, ids, str(i), workers))
+            p.start()
+            procs.append(p)
+    for p in procs:
+        p.join()
+    failed = [p.name for p in procs if p.exitcode != 0]
+    if failed:
+        raise PropensityError(
+            f"scoring workers {failed} failed (see their log above); shards they finished are "
+            "kept: run the same command again to score only the missing ones"
+        )
+
+
+def run(
+    cfg: Config,
+    day: dt.date,
+    workers: int | None = None,
+    worker_index: int | None = None,
+    num_workers: int | None = None,
+    finalize_only: bool = False,
+    restart: bool = False,
+    engine: str | None = None,
+) -> dict | None:
+    """Score histories(D) into predictions(D); the manifest once complete, else None."""
+    from propensity.registry import load_model
+
+    engine = engine or cfg.scoring.engine
+    array = worker_index is not None or num_workers is not None
+    if array and (worker_index is None or num_workers is None):
+        raise UsageError("--worker-index and --num-workers go together")
+    if array and not 0 <= worker_index < num_workers:
+        raise UsageError(f"--worker-index {worker_index} must be in [0, --num-workers {num_workers})")
+    if array and restart:
+        raise UsageError(
+            "--restart cannot be combined with --worker-index: workers would delete each "
+            "other's shards; run `propensity score --date D --restart` once instead"
+        )
+    if array and engine == "spark":
+        raise UsageError("--worker-index is for local array jobs, not --engine spark")
+    started = time.perf_counter()
+
+    histories = storage.partition(cfg.uri("histories"), day)
+    out = storage.partition(cfg.uri("predictions"), day)
+    plan = layout.plan_shards(histories, cfg.scoring.shard_rows)
+    model, meta = load_model(cfg)
+    ref = model_ref(meta)
+    if list(model.targets) != cfg.target_names:
+        log.warning("champion targets differ from the config's %s",
+                    kv(model=model.targets, config=cfg.target_names))
+    if layout.prepare(out, plan, ref, list(model.targets), restart):
+        log.info("predictions already complete %s", kv(partition=out, model=ref.version))
+        return storage.read_json(storage.join(out, layout.MANIFEST))
+    extra = {"engine": engine}
+    if finalize_only:
+        return layout.finalize(out, plan, ref, day, extra)
+
+    if array:
+        done = layout.done_shards(out)
+        mine = [s for s in layout.assign(plan, worker_index, num_workers) if s.id not in done]
+        log.info("array worker %s", kv(index=worker_index, of=num_workers, shards=len(mine)))
+        _set_threads(1)
+        score_shards(cfg, day, out, mine, model, meta, worker=str(worker_index))
+        if layout.missing(out, plan):
+            log.info("other workers still have shards to score; the last one finalizes")
+            return None
+        return layout.finalize(out, plan, ref, day, extra)
+
+    todo = layout.missing(out, plan)
+    log.info("scoring %s", kv(date=day, shards=len(plan.shards), missing=len(todo),
+                              rows=sum(s.rows for s in todo), model=ref.version, engine=engine))
+    if engine == "spark":
+        from propensity.scoring.spark import score_on_spark
+
+        score_on_spark(cfg, day, out, todo, meta)
+    else:
+        workers = workers or cfg.scoring.workers
+        if workers > 1 and len(todo) > 1:
+            _run_processes(cfg, day, ref.version, todo, workers)
+        else:
+            score_shards(cfg, day, out, todo, model, meta, worker="0")
+    extra["wall_seconds"] = round(time.perf_counter() - started, 3)
+    return layout.finalize(out, plan, ref, day, extra)
