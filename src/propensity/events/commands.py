@@ -1,9 +1,78 @@
-"""`propensity generate`: a synthetic tracking stream (placeholder until its issue lands)."""
+"""`propensity generate`: a synthetic tracking stream with a known truth (docs/generate.md)."""
 
-from propensity._not_yet import not_yet
-from propensity.cli_options import ConfigOption, SetOption
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from propensity.cli_options import ConfigOption, SetOption, load
+from propensity.errors import UsageError
 
 
-def generate(config: ConfigOption = None, sets: SetOption = None) -> None:
-    """Write a synthetic tracking stream, one partition a day."""
-    not_yet("generate", 2)
+def generate(
+    start: Annotated[str, typer.Option("--start", help="First day, YYYY-MM-DD.", show_default=False)],
+    days: Annotated[int, typer.Option("--days", help="Number of daily partitions.", show_default=False)],
+    profiles: Annotated[
+        int, typer.Option("--profiles", help="Profiles in the shop (about 1.5 events per profile and day).", show_default=False)
+    ],
+    out: Annotated[
+        Optional[str],
+        typer.Option("--out", help="Output folder or s3:// URI (default: the config's events location).", show_default=False),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same bytes.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl (gzip JSON lines) or parquet.")] = "jsonl",
+    bad_share: Annotated[
+        float, typer.Option("--bad-share", help="Share of malformed records to inject, in [0, 0.5).")
+    ] = 0.0,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Write a synthetic tracking stream, one partition a day, with its ground truth.
+
+    Writes OUT/dt=YYYY-MM-DD/part-NNNNN.jsonl.gz (or .parquet), then _SUCCESS, per day; and the true order probabilities per profile and day under OUT/_truth/dt=YYYY-MM-DD/ (one column p_<target> per order target of the config), plus OUT/_truth/generator.json. Re-running a day replaces it. Same seed and options give byte-identical files.
+
+    Exit codes: 0 ok, 1 storage failure, 2 bad option or config.
+    """
+    from propensity import storage
+    from propensity.events.generate import generate_stream
+    from propensity.ui import console
+
+    cfg = load(config, sets)
+    try:
+        day = storage.as_date(start)
+    except ValueError as e:
+        raise UsageError(f"--start: {e}") from None
+    # Truth can be computed for targets that are orders within a horizon.
+    horizons = {
+        f"p_{t.name}": t.horizon_days for t in cfg.targets if list(t.event_types) == ["order"]
+    }
+    try:
+        summary = generate_stream(
+            out or cfg.uri("events"),
+            day,
+            days,
+            profiles,
+            seed=seed,
+            fmt=fmt,
+            bad_share=bad_share,
+            fields=cfg.events.fields,
+            horizons=horizons,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+    for i, d in enumerate(summary.days):
+        console.print(
+            f"{d}  records {summary.records[i]:>11,}  bad {summary.bad[i]:>8,}  "
+            f"truth rows {summary.truth_rows[i]:>9,}",
+            highlight=False,
+        )
+    aucs = list(summary.oracle_auc_7d.values())
+    shares = list(summary.order_share_7d.values())
+    console.print(
+        f"total records {summary.total_records:,} (late {summary.late:,}, duplicates "
+        f"{summary.duplicates:,}), bad {sum(summary.bad):,}"
+        + (f", 7-day order share {sum(shares) / len(shares):.3f}, truth AUC {sum(aucs) / len(aucs):.3f}" if aucs else ""),
+        highlight=False,
+    )

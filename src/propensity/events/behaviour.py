@@ -1,0 +1,123 @@
+"""The planted behaviour model of the synthetic stream, and its exact order probabilities.
+
+Every profile carries a latent purchase intent, a Markov chain over days with the states below.
+The state of day d sets how many sessions the profile has that day, what those sessions hold
+(more carts, checkouts and wishlists when intent is high, returns after an order), and the
+probability q(s, d) that it orders that day. An order sends the profile to `cooldown`.
+
+Because the chain is known, the probability that a profile orders at least once in the H days
+after day D, given its state and order on D, is computed exactly by a backward recursion over
+the H days (`order_probability`), not by simulation: that is the ground truth the generator
+writes beside the events. Histories only show the events, so the truth is an upper bound on
+what a model can reach.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STATES = ("dormant", "browsing", "interested", "buying", "cooldown")
+DORMANT, BROWSING, INTERESTED, BUYING, COOLDOWN = range(5)
+
+# Day-to-day transitions on a day without an order (row: today's state, column: tomorrow's).
+STAY = np.array(
+    [
+        [0.94, 0.05, 0.01, 0.00, 0.00],  # dormant: mostly stays away
+        [0.12, 0.70, 0.15, 0.03, 0.00],  # browsing
+        [0.06, 0.20, 0.52, 0.22, 0.00],  # interested
+        [0.04, 0.12, 0.24, 0.60, 0.00],  # buying
+        [0.10, 0.12, 0.00, 0.00, 0.78],  # cooldown wears off slowly
+    ]
+)
+# Transitions on a day with an order: mostly a cool-down, sometimes straight back to shopping.
+AFTER_ORDER = np.array(
+    [
+        [0.00, 0.00, 0.00, 0.00, 1.00],
+        [0.00, 0.05, 0.00, 0.00, 0.95],
+        [0.00, 0.05, 0.05, 0.00, 0.90],
+        [0.00, 0.05, 0.05, 0.05, 0.85],
+        [0.00, 0.05, 0.00, 0.00, 0.95],
+    ]
+)
+# Order hazard per day (rate of a Poisson clock, at buyer affinity 1 and weekday weight 1).
+ORDER_RATE = np.array([0.002, 0.012, 0.05, 0.30, 0.004])
+# Mean sessions per day at activity 1 and weekday weight 1.
+SESSION_RATE = np.array([0.05, 0.45, 0.8, 1.2, 0.3])
+# Mean events per session (geometric, at least one), before the order funnel is added.
+EVENTS_PER_SESSION = np.array([2.5, 4.0, 6.0, 7.0, 3.0])
+
+# Event types a session draws from (orders come only from the order clock, as a funnel).
+SESSION_TYPES = (
+    "view",
+    "search",
+    "add_to_cart",
+    "remove_from_cart",
+    "wishlist",
+    "checkout",
+    "return",
+    "page_ping",  # not in the vocabulary: a valid record the aggregator maps to `other`
+)
+# Relative mix of session event types per state, columns as SESSION_TYPES (normalised below).
+MIX = np.array(
+    [
+        [0.70, 0.22, 0.02, 0.005, 0.015, 0.000, 0.000, 0.02],  # dormant
+        [0.64, 0.22, 0.06, 0.020, 0.035, 0.005, 0.000, 0.02],  # browsing
+        [0.55, 0.15, 0.14, 0.040, 0.090, 0.015, 0.000, 0.015],  # interested
+        [0.46, 0.10, 0.22, 0.060, 0.080, 0.065, 0.000, 0.015],  # buying
+        [0.62, 0.16, 0.03, 0.010, 0.030, 0.000, 0.130, 0.02],  # cooldown: returns
+    ]
+)
+MIX = MIX / MIX.sum(axis=1, keepdims=True)
+# State of the profiles present on the first day, and of profiles arriving later.
+INITIAL_PRESENT = np.array([0.45, 0.30, 0.13, 0.05, 0.07])
+INITIAL_NEW = np.array([0.00, 0.60, 0.30, 0.10, 0.00])
+
+# Weekday weight (Monday first) on sessions and the order hazard: a Sunday peak.
+WEEKDAY = np.array([1.00, 0.92, 0.92, 0.97, 1.03, 1.05, 1.30])
+# Relative share of session starts per UTC hour: a night trough and an evening peak.
+HOUR = np.array(
+    [0.9, 0.5, 0.3, 0.2, 0.2, 0.3, 0.7, 1.5, 2.2, 2.6, 2.8, 3.0, 3.4, 3.2, 3.0, 3.0, 3.2, 3.6, 4.4,
+     5.4, 6.0, 5.6, 4.0, 2.0]
+)  # fmt: skip
+HOUR = HOUR / HOUR.sum()
+
+ACTIVITY_SIGMA = 1.3  # lognormal spread of per-profile activity: the heavy tail
+AFFINITY_SIGMA = 0.5  # lognormal spread of per-profile buyer affinity
+
+
+def order_hazard(affinity: np.ndarray, weekday: int) -> np.ndarray:
+    """q[i, s]: probability that profile i in state s orders on a day with this weekday."""
+    return 1.0 - np.exp(-np.outer(affinity, ORDER_RATE) * WEEKDAY[weekday])
+
+
+def next_state_probs(state: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """Distribution of tomorrow's state (rows) given today's state and whether one ordered."""
+    return np.where(ordered[:, None], AFTER_ORDER[state], STAY[state])
+
+
+def order_probability(
+    state: np.ndarray, ordered: np.ndarray, affinity: np.ndarray, first_weekday: int, days: int
+) -> np.ndarray:
+    """P(at least one order in days D+1..D+days | state and order of day D), exactly.
+
+    `first_weekday` is the weekday of D+1. Backward recursion: u(s) is the probability of no
+    order from a day in state s up to the end of the horizon.
+    """
+    u = np.ones((len(state), len(STATES)))
+    for k in range(days, 0, -1):
+        q = order_hazard(affinity, (first_weekday + k - 1) % 7)
+        if k < days:
+            u = u @ STAY.T  # no order today, then tomorrow's chain (no-order rows)
+        u = (1.0 - q) * u
+    none = (next_state_probs(state, ordered) * u).sum(axis=1)
+    return 1.0 - none
+
+
+def check() -> None:
+    """The tables are distributions (guards edits of the constants)."""
+    for name, m in (("STAY", STAY), ("AFTER_ORDER", AFTER_ORDER), ("MIX", MIX)):
+        if not np.allclose(m.sum(axis=1), 1.0):
+            raise AssertionError(f"{name} rows must sum to 1")
+
+
+check()

@@ -1,0 +1,396 @@
+"""`propensity generate`: a synthetic tracking stream with a known truth, one partition a day.
+
+Flow of a run: build the profiles and the article catalogue; then for each day and each chunk of
+profiles, step the planted behaviour model (`behaviour`), simulate that day's sessions and events,
+render them (`render`) with the delivery anomalies of a real stream (late events, duplicates,
+unknown types) and the requested share of malformed records (`malformed`), write one part file
+per chunk, then the day's `_SUCCESS`; then the day's ground truth under `_truth/`.
+
+Only the per-profile state (a few bytes per profile) lives across days; events exist one chunk
+at a time. Every random draw comes from a generator seeded by (seed, day, chunk), so a run is
+byte-for-byte reproducible.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import logging
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from propensity import __version__, storage
+from propensity.config import EventFields
+from propensity.events import behaviour as bm
+from propensity.events import malformed
+from propensity.events.catalogue import Catalogue
+from propensity.events.render import CODE, TS_FORMAT_SHARE, Events, Renderer
+from propensity.ui import kv, progress
+
+log = logging.getLogger(__name__)
+
+CHUNK_PROFILES = 50_000  # profiles simulated together; fixed, because the seeds depend on it
+PRESENT_SHARE = 0.5  # share of profiles present from the first day; the rest arrive uniformly
+GAP_MEAN_MS = 50_000  # mean time between two events of a session
+REUSE_ARTICLE = 0.45  # chance an event in a session is about the previous event's article
+LATE_SHARE = 0.004  # events delivered 1-3 days after their day
+LATE_DELAY_SHARE = np.array([0.7, 0.2, 0.1])  # of 1, 2, 3 days
+DUPLICATE_SHARE = 0.003  # events delivered twice (same event_id)
+DUPLICATE_NEXT_DAY = 0.4  # of duplicates, the share redelivered the next day
+FUNNEL = ("add_to_cart", "checkout", "order")  # the events an order appends to a session
+GZIP_LEVEL = 1  # fast: the stream is written once and read a few times
+TRUTH = "_truth"
+FORMATS = ("jsonl", "parquet")
+DAY_MS = 86_400_000
+
+
+@dataclass
+class Summary:
+    """What a run wrote, per day and in total (also saved in `_truth/generator.json`)."""
+
+    days: list[str] = field(default_factory=list)
+    records: list[int] = field(default_factory=list)  # valid records written per day
+    bad: list[int] = field(default_factory=list)  # malformed records written per day
+    bad_kinds: dict[str, int] = field(default_factory=dict)
+    late: int = 0  # records delivered on a later day than their timestamp's day
+    duplicates: int = 0  # redelivered copies (same event_id)
+    truth_rows: list[int] = field(default_factory=list)
+    # Days with 7 simulated days ahead: realised share of truth profiles ordering within 7 days,
+    # and the AUC of the truth against those orders (the best any model can expect).
+    order_share_7d: dict[str, float] = field(default_factory=dict)
+    oracle_auc_7d: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_records(self) -> int:
+        return sum(self.records)
+
+
+def part_name(chunk: int, fmt: str) -> str:
+    return f"part-{chunk:05d}." + ("jsonl.gz" if fmt == "jsonl" else "parquet")
+
+
+def generate_stream(
+    out: str,
+    start: dt.date | str,
+    days: int,
+    profiles: int,
+    *,
+    seed: int = 0,
+    fmt: str = "jsonl",
+    bad_share: float = 0.0,
+    fields: EventFields | None = None,
+    horizons: dict[str, int] | None = None,
+) -> Summary:
+    """Write `days` daily partitions of events under `out`, and the truth under `out/_truth`.
+
+    `horizons` maps truth column names to order horizons in days (default `{"p_order_7d": 7}`).
+    Raises ValueError on bad arguments (the message names the option).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if days < 1 or profiles < 1:
+        raise ValueError("--days and --profiles must be at least 1")
+    if not 0.0 <= bad_share < 0.5:
+        raise ValueError(f"--bad-share must be in [0, 0.5), not {bad_share}")
+    start = storage.as_date(start)
+    horizons = horizons if horizons is not None else {"p_order_7d": 7}
+    world = World(seed, profiles, days)
+    renderer = Renderer(world.catalogue, world.profile_ids, fields or EventFields())
+    storage.delete(storage.join(out, TRUTH, "generator.json"))  # written again only on success
+
+    n_chunks = -(-profiles // CHUNK_PROFILES)
+    summary = Summary()
+    pending: dict[tuple[int, int], list[tuple[bool, Events]]] = defaultdict(list)
+    open_truth: list[tuple[int, np.ndarray, np.ndarray]] = []  # (day, profiles, P(order in 7d))
+    with progress() as bar:
+        task = bar.add_task("generate", total=days * n_chunks)
+        for d in range(days):
+            day = start + dt.timedelta(days=d)
+            bar.update(task, description=f"generate {day}")
+            part_uri = storage.partition(out, day)
+            storage.delete(part_uri)  # idempotent: a re-run replaces the day whole
+            cum = world.catalogue.cumulative_weights(d)
+            records = bad = 0
+            truth_idx, truth_p, oracle_p = [], defaultdict(list), []
+            for c in range(n_chunks):
+                rng = np.random.default_rng([seed, d, c])
+                lo, hi = c * CHUNK_PROFILES, min(profiles, (c + 1) * CHUNK_PROFILES)
+                ev, state, ordered = world.simulate(rng, d, day, lo, hi, cum, c)
+                rows = deliver(rng, ev, d, c, pending, summary)
+                kinds: list[str] = []
+                if bad_share > 0 and len(rows):
+                    n_bad = int(rng.binomial(len(rows), bad_share / (1 - bad_share)))
+                    kinds = malformed.assign_kinds(rng, n_bad, malformed.kinds_for(fmt))
+                write_part(storage.join(part_uri, part_name(c, fmt)), rng, renderer, rows, kinds, fmt, day)
+                records += len(rows)
+                bad += len(kinds)
+                for k in kinds:
+                    summary.bad_kinds[k] = summary.bad_kinds.get(k, 0) + 1
+
+                # Truth at the end of the day, for every profile seen so far (by event time).
+                seen = np.flatnonzero(world.has_event[lo:hi])
+                truth_idx.append(seen + lo)
+                args = (state[seen], ordered[seen], world.affinity[seen + lo], (day.weekday() + 1) % 7)
+                p7 = bm.order_probability(*args, 7)
+                oracle_p.append(p7)
+                for name, h in horizons.items():
+                    truth_p[name].append(p7 if h == 7 else bm.order_probability(*args, h))
+                world.advance(rng, lo, hi, state, ordered)
+                bar.advance(task)
+            storage.mark_complete(part_uri)
+
+            idx = np.concatenate(truth_idx)
+            write_truth(out, day, world.profile_ids.take(pa.array(idx)), {k: np.concatenate(v) for k, v in truth_p.items()})
+            open_truth.append((d, idx, np.concatenate(oracle_p)))
+            score_matured(world, open_truth, d, start, summary)
+            summary.days.append(day.isoformat())
+            summary.records.append(records)
+            summary.bad.append(bad)
+            summary.truth_rows.append(len(idx))
+            log.info(kv(day=day, records=records, bad=bad, truth_rows=len(idx)))
+
+    storage.write_json(
+        storage.join(out, TRUTH, "generator.json"),
+        {
+            "generator": "propensity generate",
+            "version": __version__,
+            "seed": seed,
+            "start": start.isoformat(),
+            "days": days,
+            "profiles": profiles,
+            "format": fmt,
+            "bad_share": bad_share,
+            "field_names": renderer.names,
+            "truth_columns": horizons,
+            "behaviour": world.describe(),
+            "anomalies": {
+                "late_share": LATE_SHARE,
+                "late_delay_days_share": LATE_DELAY_SHARE.tolist(),
+                "duplicate_share": DUPLICATE_SHARE,
+                "duplicate_next_day_share": DUPLICATE_NEXT_DAY,
+                "unknown_types": ["page_ping"],
+                "malformed_kinds": list(malformed.kinds_for(fmt)) if bad_share > 0 else [],
+            },
+            "summary": asdict(summary),
+        },
+    )
+    return summary
+
+
+class World:
+    """The profiles (fixed traits and today's latent state) and the catalogue of one run."""
+
+    def __init__(self, seed: int, profiles: int, days: int):
+        rng = np.random.default_rng([seed])
+        s = bm.ACTIVITY_SIGMA
+        self.activity = rng.lognormal(-s * s / 2, s, profiles)  # mean 1, heavy tail
+        a = bm.AFFINITY_SIGMA
+        self.affinity = self.activity**0.3 * rng.lognormal(-a * a / 2, a, profiles)
+        later = rng.integers(1, max(days, 2), profiles)
+        self.arrival = np.where(rng.random(profiles) < PRESENT_SHARE, 0, later).astype(np.int32)
+        if days == 1:
+            self.arrival[:] = 0
+        self.state = np.full(profiles, -1, np.int8)  # -1: not arrived yet
+        self.has_event = np.zeros(profiles, bool)
+        self.orders = np.zeros((8, profiles), bool)  # ring of the last 8 days' orders
+        self.catalogue = Catalogue(rng, profiles, days)
+        width = max(7, len(str(profiles - 1)))
+        digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(profiles)), pa.string()), width, "0")
+        self.profile_ids = pc.binary_join_element_wise("p", digits, "")
+
+    def simulate(self, rng, d: int, day: dt.date, lo: int, hi: int, cum: np.ndarray, chunk: int):
+        """Day d of profiles lo..hi: their events, their state today, and whether they ordered."""
+        n = hi - lo
+        state = self.state[lo:hi].copy()
+        arriving = self.arrival[lo:hi] == d
+        state[arriving] = categorical(rng, np.tile(bm.INITIAL_PRESENT if d == 0 else bm.INITIAL_NEW, (arriving.sum(), 1)))
+        present = state >= 0
+        s = np.where(present, state, 0)
+        weekday = day.weekday()
+        q = 1.0 - np.exp(-self.affinity[lo:hi] * bm.ORDER_RATE[s] * bm.WEEKDAY[weekday])
+        ordered = present & (rng.random(n) < q)
+        rate = self.activity[lo:hi] * bm.SESSION_RATE[s] * bm.WEEKDAY[weekday]
+        sessions = np.where(present, rng.poisson(rate), 0)
+        # An order needs a session; a profile arriving later shows up with one.
+        sessions = np.maximum(sessions, (ordered | (arriving & (d > 0))).astype(sessions.dtype))
+        self.has_event[lo:hi] |= sessions > 0
+        self.orders[d % 8, lo:hi] = ordered
+
+        n_sessions = int(sessions.sum())
+        sess_profile = np.repeat(np.arange(n), sessions)
+        sess_state = s[sess_profile]
+        base = rng.geometric(1.0 / bm.EVENTS_PER_SESSION[sess_state])
+        funnel = np.zeros(n_sessions, np.int64)
+        first_session = np.cumsum(sessions) - sessions
+        funnel[first_session[ordered]] = len(FUNNEL)  # the order closes the day's first session
+        per_session = base + funnel
+        n_events = int(per_session.sum())
+        sess_first_event = np.cumsum(per_session) - per_session
+        ev_sess = np.repeat(np.arange(n_sessions), per_session)
+        pos = np.arange(n_events) - sess_first_event[ev_sess]
+        in_funnel = pos >= base[ev_sess]
+
+        mix = np.cumsum(bm.MIX, axis=1)[sess_state[ev_sess]]
+        k = np.minimum((rng.random(n_events)[:, None] > mix).sum(axis=1), len(bm.SESSION_TYPES) - 1)
+        etype = SESSION_CODES[k]
+        etype[in_funnel] = FUNNEL_CODES[(pos - base[ev_sess])[in_funnel]]
+
+        # Sessions: a start hour from the daily curve, events minutes apart, all within the day.
+        gaps = rng.exponential(GAP_MEAN_MS, n_events).astype(np.int64)
+        gaps[pos == 0] = 0
+        offset = np.cumsum(gaps)
+        offset -= offset[sess_first_event][ev_sess]
+        duration = offset[sess_first_event + per_session - 1] if n_sessions else np.zeros(0, np.int64)
+        hour = rng.choice(24, size=n_sessions, p=bm.HOUR)
+        begin = hour * 3_600_000 + rng.integers(0, 3_600_000, n_sessions)
+        begin = np.clip(np.minimum(begin, DAY_MS - 1 - duration), 0, None)
+        day_ms = (day - dt.date(1970, 1, 1)).days * DAY_MS
+        ts = day_ms + begin[ev_sess] + offset
+
+        # Articles: by popularity, often the same as the previous event's (and always in the funnel).
+        fresh = self.catalogue.sample(rng, cum, n_events)
+        new = (pos == 0) | ((rng.random(n_events) >= REUSE_ARTICLE) & ~in_funnel)
+        source = np.maximum.accumulate(np.where(new, np.arange(n_events), 0))
+        ts_format = rng.choice(len(TS_FORMAT_SHARE), size=n_events, p=TS_FORMAT_SHARE).astype(np.int8)
+        id_base = ((day.year * 10_000 + day.month * 100 + day.day) * 1_000 + chunk) * 10**8
+        events = Events(
+            event_id=id_base + np.arange(n_events, dtype=np.int64),
+            profile=(lo + sess_profile[ev_sess]).astype(np.int32),
+            ts=ts.astype(np.int64),
+            etype=etype.astype(np.int8),
+            article=fresh[source],
+            ts_format=ts_format,
+        )
+        return events, state, ordered
+
+    def advance(self, rng, lo: int, hi: int, state: np.ndarray, ordered: np.ndarray) -> None:
+        """Step the chain of profiles lo..hi to tomorrow."""
+        present = state >= 0
+        nxt = state.copy()
+        nxt[present] = categorical(rng, bm.next_state_probs(state[present], ordered[present]))
+        self.state[lo:hi] = nxt
+
+    def describe(self) -> dict:
+        return {
+            "states": list(bm.STATES),
+            "transition_without_order": bm.STAY.tolist(),
+            "transition_after_order": bm.AFTER_ORDER.tolist(),
+            "order_rate_per_day": bm.ORDER_RATE.tolist(),
+            "sessions_per_day": bm.SESSION_RATE.tolist(),
+            "events_per_session": bm.EVENTS_PER_SESSION.tolist(),
+            "session_types": list(bm.SESSION_TYPES),
+            "session_type_mix": bm.MIX.tolist(),
+            "initial_state_present": bm.INITIAL_PRESENT.tolist(),
+            "initial_state_new": bm.INITIAL_NEW.tolist(),
+            "weekday_weight": bm.WEEKDAY.tolist(),
+            "hour_share": bm.HOUR.round(5).tolist(),
+            "activity_sigma": bm.ACTIVITY_SIGMA,
+            "affinity_sigma": bm.AFFINITY_SIGMA,
+            "present_share": PRESENT_SHARE,
+            "catalogue_initial": self.catalogue.initial,
+            "catalogue_new_per_day": self.catalogue.per_day,
+        }
+
+
+SESSION_CODES = np.array([CODE[t] for t in bm.SESSION_TYPES], np.int8)
+FUNNEL_CODES = np.array([CODE[t] for t in FUNNEL], np.int8)
+
+
+def categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One draw per row of a probability matrix."""
+    u = rng.random(len(probs))[:, None]
+    return np.minimum((u > np.cumsum(probs, axis=1)).sum(axis=1), probs.shape[1] - 1).astype(np.int8)
+
+
+def deliver(rng, ev: Events, d: int, chunk: int, pending: dict, summary: Summary) -> Events:
+    """Today's delivery for a chunk: on-time events in time order, with late events of earlier
+    days and redelivered duplicates at random places; schedules today's late and duplicate ones."""
+    n = len(ev)
+    late = rng.random(n) < LATE_SHARE
+    delay = 1 + rng.choice(3, size=n, p=LATE_DELAY_SHARE)
+    dup = (rng.random(n) < DUPLICATE_SHARE) & ~late
+    dup_next = dup & (rng.random(n) < DUPLICATE_NEXT_DAY)
+    for k in (1, 2, 3):
+        pending[(d + k, chunk)].append((True, ev.take(np.flatnonzero(late & (delay == k)))))
+    pending[(d + 1, chunk)].append((False, ev.take(np.flatnonzero(dup_next))))
+    arrivals = pending.pop((d, chunk), [])
+    summary.late += sum(len(e) for is_late, e in arrivals if is_late)
+    same_day = ev.take(np.flatnonzero(dup & ~dup_next))
+    extras = Events.concat([*(e for _, e in arrivals), same_day])
+    summary.duplicates += len(same_day) + sum(len(e) for is_late, e in arrivals if not is_late)
+    on_time = ev.take(np.flatnonzero(~late))
+    on_time = on_time.take(np.argsort(on_time.ts, kind="stable"))
+    return Events.concat([on_time, extras]).take(interleave(rng, len(on_time), len(extras)))
+
+
+def interleave(rng, n_main: int, n_extra: int) -> np.ndarray:
+    """Order of [main..., extra...] that keeps main in place and scatters the extras among it."""
+    keys = np.concatenate([np.arange(n_main, dtype=np.float64), rng.uniform(-0.5, n_main, n_extra)])
+    return np.argsort(keys, kind="stable")
+
+
+def write_part(uri: str, rng, renderer: Renderer, rows: Events, kinds: list[str], fmt: str, day: dt.date) -> None:
+    """Write one part file: the rows, plus one malformed copy of a random row per kind in `kinds`."""
+    base = rng.integers(0, len(rows), len(kinds)) if kinds else np.zeros(0, np.int64)
+    order = interleave(rng, len(rows), len(kinds))
+    if fmt == "parquet":
+        table = renderer.table(rows)
+        if kinds:
+            bad = malformed.parquet_rows(table.take(pa.array(base)).to_pylist(), kinds, rng, day, renderer.names)
+            table = pa.concat_tables([table, pa.Table.from_pylist(bad, schema=renderer.schema)])
+            table = table.take(pa.array(order))
+        storage.write_parquet(table, uri)
+        return
+    lines = renderer.json_lines(rows)
+    if kinds:
+        bad = malformed.json_lines([lines[int(i)].as_py() for i in base], kinds, rng, day, renderer.names)
+        lines = pa.concat_arrays([lines, pa.array(bad, pa.string())]).take(pa.array(order))
+    storage.write_bytes(uri, gzip.compress(joined_lines(lines), compresslevel=GZIP_LEVEL, mtime=0))
+
+
+def joined_lines(lines: pa.Array) -> pa.Buffer:
+    """The strings of an array, each followed by a newline, as one buffer (no per-line copies)."""
+    arr = pc.binary_join_element_wise(lines, "\n", "")
+    arr = pa.concat_arrays([arr])  # a fresh array: offset 0, one data buffer
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1)
+    data = arr.buffers()[2]
+    if data is None:
+        return pa.py_buffer(b"")
+    return data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+
+
+def write_truth(out: str, day: dt.date, profile_ids: pa.Array, probs: dict[str, np.ndarray]) -> None:
+    """The truth partition of a day: one row per profile seen so far, one column per horizon."""
+    uri = storage.partition(storage.join(out, TRUTH), day)
+    storage.delete(uri)
+    table = pa.table({"profile_id": profile_ids, **{k: pa.array(v, pa.float64()) for k, v in probs.items()}})
+    storage.write_parquet(table, storage.join(uri, "part-00000.parquet"))
+    storage.mark_complete(uri)
+
+
+def score_matured(world: World, open_truth: list, d: int, start: dt.date, summary: Summary) -> None:
+    """Once day D has 7 simulated days after it, score its truth against the realised orders."""
+    while open_truth and d - open_truth[0][0] >= 7:
+        day0, idx, p = open_truth.pop(0)
+        rows = [(day0 + k) % 8 for k in range(1, 8)]
+        label = world.orders[rows][:, idx].any(axis=0)
+        key = (start + dt.timedelta(days=day0)).isoformat()
+        summary.order_share_7d[key] = round(float(label.mean()), 5) if len(label) else 0.0
+        summary.oracle_auc_7d[key] = round(auc(p, label), 5)
+
+
+def auc(score: np.ndarray, label: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half); NaN without both classes."""
+    pos = int(label.sum())
+    neg = len(label) - pos
+    if pos == 0 or neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)
+    mid_rank = upper - (counts - 1) / 2.0  # average 1-based rank of each distinct score
+    ranks = mid_rank[inverse]
+    return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
