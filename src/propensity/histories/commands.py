@@ -1,10 +1,55 @@
-"""`propensity aggregate` (placeholder until its issue lands)."""
+"""`propensity aggregate`: merge the day's raw events into the per-profile history snapshot."""
 
-from propensity._not_yet import not_yet
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
 from propensity.cli_options import ConfigOption, DateOption, SetOption, load
+from propensity.errors import UsageError
+
+FullOption = Annotated[
+    bool,
+    typer.Option(
+        "--full",
+        help="Rebuild from the raw partitions of the whole retention window (no D-1 snapshot needed).",
+    ),
+]
+BootstrapOption = Annotated[
+    bool,
+    typer.Option(
+        "--bootstrap", help="Start a new chain: the snapshot of D from D's events alone."
+    ),
+]
 
 
-def aggregate(date: DateOption, config: ConfigOption = None, sets: SetOption = None) -> None:
-    """Merge the day's raw events into the per-profile history snapshot."""
-    load(config, sets)
-    not_yet("aggregate", 3)
+def aggregate(
+    date: DateOption,
+    full: FullOption = False,
+    bootstrap: BootstrapOption = False,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Merge the day's raw events into the per-profile history snapshot.
+
+    Reads events/dt=D (and histories/dt=D-1 unless --full or --bootstrap); writes
+    histories/dt=D (Parquet, _summary.json, _SUCCESS) and quarantine/dt=D (bad records with
+    their reason). Exit codes: 0 ok, 2 bad option/config, 3 missing or unmarked input
+    partition (or D-1 snapshot), 4 too many bad records (nothing written).
+    """
+    cfg = load(config, sets)
+    if full and bootstrap:
+        raise UsageError("--full and --bootstrap exclude each other")
+    from propensity import storage
+
+    try:
+        day = storage.as_date(date)
+    except ValueError as e:
+        raise UsageError(f"--date: {e}") from None
+    from propensity.histories.job import print_summary, run
+    from propensity.histories.spark import spark_session
+
+    mode = "full" if full else "bootstrap" if bootstrap else "incremental"
+    summary = run(spark_session(cfg), cfg, day, mode)
+    print_summary(summary)

@@ -6,7 +6,8 @@ from propensity.config import Config
 
 
 def spark_session(cfg: Config, app_name: str = "propensity-aggregate"):
-    """A session from the config's `spark` section: few shuffle partitions, AQE on, no UI."""
+    """A session from the config's `spark` section: few shuffle partitions, AQE on, no UI,
+    UTC, millisecond Parquet timestamps, and no `_SUCCESS` from Spark (we write our own, last)."""
     from pyspark.sql import SparkSession
 
     builder = (
@@ -17,7 +18,11 @@ def spark_session(cfg: Config, app_name: str = "propensity-aggregate"):
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", cfg.spark.driver_memory)
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MILLIS")
+        .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
     )
     for key, value in cfg.spark.conf.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session

@@ -1,0 +1,245 @@
+"""`aggregate` as extract -> transform -> load: the I/O around `transform`.
+
+One run writes `histories/dt=D/` (Parquet, `_summary.json`, `_SUCCESS` last) and
+`quarantine/dt=D/` (Parquet of raw text, reason, source file; `_SUCCESS`). Both markers are
+removed before anything is rewritten, so a crashed or running job never leaves a partition a
+reader would accept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections import Counter
+from contextlib import contextmanager
+from typing import Literal
+
+from propensity import storage
+from propensity.config import Config
+from propensity.errors import BadInput, MissingInput
+from propensity.histories import transform
+from propensity.histories.schema import REASONS, SUMMARY_NAME
+from propensity.ui import kv
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["incremental", "full", "bootstrap"]
+TEXT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson", ".ndjson.gz")
+# Spark settings the job relies on, applied to whichever session it is given.
+RUNTIME_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MILLIS",  # contract: timestamp[ms, UTC]
+    "spark.sql.parquet.compression.codec": "zstd",
+}
+# Passed to the Hadoop output committer of every write: we write our own marker, last.
+WRITE_OPTIONS = {"mapreduce.fileoutputcommitter.marksuccessfuljobs": "false"}
+
+
+class _Stages:
+    """Seconds per stage, for the summary."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        log.info(kv(stage=name, status="started"))
+        yield
+        self.seconds[name] = round(time.perf_counter() - t0, 2)
+        log.info(kv(stage=name, status="done", seconds=self.seconds[name]))
+
+
+def spark_path(spark, uri: str) -> str:
+    """A URI as Spark's Hadoop filesystems take it: local paths absolute; `s3://` as is where a
+    filesystem serves that scheme (EMRFS on EMR), else `s3a://` where hadoop-aws is present."""
+    if not storage.is_s3(uri):
+        return storage.resolve(uri)[1]
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    rest = uri.split("://", 1)[1]
+    for scheme in ("s3", "s3a"):
+        try:
+            jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, conf)
+            return f"{scheme}://{rest}"
+        except Exception:  # noqa: BLE001 - py4j raises a generic error for "no FileSystem"
+            continue
+    raise MissingInput(
+        f"{uri}: Spark has no S3 filesystem: run on EMR (EMRFS) or add hadoop-aws to the classpath"
+    )
+
+
+def input_days(cfg: Config, day: dt.date, mode: Mode) -> list[dt.date]:
+    """The event partitions a run reads: D, or for --full every partition that can hold events
+    of D's window (late deliveries included: partitions up to the future tolerance earlier)."""
+    if mode != "full":
+        return [day]
+    lead = math.ceil(cfg.events.future_tolerance_hours / 24)
+    first = transform.window_start(day, cfg.histories.retention_days).date() - dt.timedelta(days=lead)
+    existing = storage.list_partitions(cfg.uri("events"), complete_only=False)
+    return [d for d in existing if first <= d <= day]
+
+
+def extract_events(spark, cfg: Config, days: list[dt.date]):
+    """The raw records of complete event partitions as text fields (transform.fields_from_*).
+
+    Refuses a partition without its marker; ignores hidden files (`_SUCCESS`, `_truth/`, ...).
+    """
+    from pyspark.sql import functions as F
+
+    text, parquet = [], []
+    for day in days:
+        part = storage.partition(cfg.uri("events"), day)
+        storage.require_complete(part)
+        for uri in storage.list_files(part):
+            if uri.endswith(TEXT_SUFFIXES):
+                text.append(spark_path(spark, uri))
+            elif uri.endswith(".parquet"):
+                parquet.append(spark_path(spark, uri))
+            else:
+                raise BadInput(f"{uri}: unknown event file type (expected JSON lines or Parquet)")
+    src_day = F.to_date(F.regexp_extract("source_file", r"dt=(\d{4}-\d{2}-\d{2})/[^/]*$", 1))
+    frames = []
+    if text:
+        lines = spark.read.text(text).select(
+            F.col("value").alias("raw"), F.input_file_name().alias("source_file")
+        )
+        frames.append(transform.fields_from_json(lines.withColumn("src_day", src_day), cfg))
+    if parquet:
+        rows = spark.read.parquet(*parquet).withColumn("source_file", F.input_file_name())
+        frames.append(transform.fields_from_parquet(rows.withColumn("src_day", src_day), cfg))
+    if not frames:
+        raise MissingInput(f"no event files in {[str(d) for d in days]} under {cfg.uri('events')}")
+    return frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
+
+
+def _check_bad_share(cfg: Config, counts: dict[dt.date, Counter]) -> None:
+    for day, c in sorted(counts.items()):
+        total = sum(c.values())
+        bad = total - c["ok"]
+        if total and bad / total > cfg.events.max_bad_share:
+            worst = ", ".join(f"{r}={n}" for r, n in c.most_common() if r != "ok")
+            raise BadInput(
+                f"events/dt={day}: {bad} of {total} records are bad ({bad / total:.1%} > "
+                f"events.max_bad_share={cfg.events.max_bad_share}): {worst}; nothing was written"
+            )
+
+
+def _write_parquet(df, uri: str, spark) -> None:
+    df.write.mode("overwrite").options(**WRITE_OPTIONS).parquet(spark_path(spark, uri))
+
+
+def run(spark, cfg: Config, day: dt.date | str, mode: Mode = "incremental") -> dict:
+    """Aggregate one day; returns the summary also written to `_summary.json`."""
+    from pyspark import StorageLevel
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    day = storage.as_date(day)
+    stage = _Stages()
+    out = storage.partition(cfg.uri("histories"), day)
+    quarantine = storage.partition(cfg.uri("quarantine"), day)
+    for k, v in RUNTIME_CONF.items():
+        spark.conf.set(k, v)
+
+    previous_files: list[str] = []
+    if mode == "incremental":
+        prev = storage.partition(cfg.uri("histories"), day - dt.timedelta(days=1))
+        if not storage.is_complete(prev):
+            raise MissingInput(
+                f"histories partition {prev} is missing or incomplete: aggregate {day - dt.timedelta(days=1)} "
+                "first, or rebuild this day with --full (from the raw window) or --bootstrap "
+                "(start a new chain from this day's events alone)"
+            )
+        previous_files = [spark_path(spark, u) for u in storage.parquet_files(prev)]
+    days = input_days(cfg, day, mode)
+    if day not in days:
+        storage.require_complete(storage.partition(cfg.uri("events"), day))
+    key = cfg.pseudonym_key()
+
+    with stage("validate"):
+        checked = transform.validate(extract_events(spark, cfg, days), cfg, key)
+        checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
+        rows = (
+            checked.groupBy("src_day", F.coalesce("reason", F.lit("ok")).alias("r"))
+            .agg(F.count("*").alias("n"), F.sum(F.col("unknown_type").cast("long")).alias("unknown"))
+            .collect()
+        )
+    counts: dict[dt.date, Counter] = {}
+    unknown = Counter()
+    for r in rows:
+        counts.setdefault(r["src_day"], Counter())[r["r"]] += r["n"]
+        unknown[r["src_day"]] += r["unknown"] or 0
+    try:
+        _check_bad_share(cfg, counts)
+        today = counts.get(day, Counter())
+        # Readers must never take a partition being rewritten as complete: markers go first.
+        storage.delete(storage.join(out, storage.MARKER))
+        storage.delete(storage.join(quarantine, storage.MARKER))
+        with stage("quarantine"):
+            bad = checked.filter(F.col("reason").isNotNull() & (F.col("src_day") == F.lit(day)))
+            _write_parquet(
+                bad.select("raw", "reason", "source_file").repartition(1).sortWithinPartitions(
+                    "source_file", "reason", "raw"
+                ),
+                quarantine,
+                spark,
+            )
+        with stage("merge_write"):
+            previous = spark.read.parquet(*previous_files) if previous_files else None
+            good = checked.filter(F.col("reason").isNull())
+            merged = transform.merge(good, previous, day, cfg)
+            obs = Observation("histories")
+            merged = merged.observe(obs, *transform.merge_stats())
+            snapshot = transform.finish(merged)
+            files = cfg.histories.output_files
+            _write_parquet(
+                snapshot.repartition(files, "profile_id").sortWithinPartitions("profile_id"), out, spark
+            )
+            stats = obs.get
+    finally:
+        checked.unpersist()
+
+    summary = {
+        "date": day.isoformat(),
+        "mode": mode,
+        "input_partitions": [d.isoformat() for d in days],
+        "previous_snapshot": str(day - dt.timedelta(days=1)) if previous_files else None,
+        "events_read": sum(today.values()),
+        "events_valid": today["ok"],
+        "quarantined": {r: today[r] for r in REASONS if today[r]},
+        "quarantined_total": sum(today.values()) - today["ok"],
+        "unknown_event_types": unknown[day],
+        "window_events_read": sum(sum(c.values()) for c in counts.values()),
+        "window_quarantined": sum(sum(c.values()) - c["ok"] for c in counts.values()),
+        **{k: int(v or 0) for k, v in stats.items()},
+        "max_events": cfg.histories.max_events,
+        "retention_days": cfg.histories.retention_days,
+        "seconds": stage.seconds,
+    }
+    storage.write_json(storage.join(out, SUMMARY_NAME), summary)
+    storage.mark_complete(quarantine)
+    storage.mark_complete(out)
+    log.info(kv(date=day, mode=mode, **{k: v for k, v in summary.items() if isinstance(v, int)}))
+    return summary
+
+
+
+def print_summary(summary: dict) -> None:
+    """The run summary as a small table on the console (stderr)."""
+    from rich.table import Table
+
+    from propensity.ui import console
+
+    table = Table(title=f"aggregate {summary['date']} ({summary['mode']})", show_header=False)
+    for k, v in summary.items():
+        if k in ("date", "mode"):
+            continue
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}={b}" for a, b in v.items()) or "-"
+        elif isinstance(v, list):
+            v = f"{v[0]} .. {v[-1]} ({len(v)})" if len(v) > 2 else ", ".join(v)
+        table.add_row(k, str(v))
+    console.print(table)

@@ -1,0 +1,262 @@
+"""The aggregation as pure DataFrame -> DataFrame functions (no I/O), called directly by tests.
+
+    raw lines / Parquet rows --fields_from_json/fields_from_parquet--> text fields
+        --validate--> events with a quarantine `reason` (null when good)
+        --merge(previous snapshot)--> one row per profile, with statistics columns
+        --finish--> the histories contract (schema.HISTORY_SCHEMA)
+
+Everything runs as Spark SQL expressions (no Python UDFs). Validation depends only on a
+record and the day of the partition that delivered it (`src_day`), and a merge is a pure
+function of the events it has seen, so a full rebuild from the raw window and the
+incremental chain give the same rows (see docs/aggregate.md for the argument).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from propensity.config import Config
+from propensity.histories.pseudonym import pseudonym_column
+from propensity.histories.schema import HISTORY_COLUMNS
+
+FIELD_KEYS = ("event_id", "profile_id", "ts", "event_type", "article_id", "brand", "category", "price")
+# Event fields inside a history, in sort order: time first, then the dedupe key breaks ties.
+EVENT_FIELDS = ["ts", "event_key", "event_type", "article", "brand", "category", "price"]
+ISO_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+EPOCH_MS = r"^-?\d{1,15}$"
+DAY_MS = 86_400_000
+_CORRUPT = "_corrupt_record"
+
+
+def window_start(day: dt.date, retention_days: int) -> dt.datetime:
+    """First instant kept in the snapshot of `day`: the last `retention_days` days up to its end."""
+    first = day + dt.timedelta(days=1 - retention_days)
+    return dt.datetime(first.year, first.month, first.day, tzinfo=dt.timezone.utc)
+
+
+def _field(cfg: Config, key: str) -> str:
+    return getattr(cfg.events.fields, key)
+
+
+def fields_from_json(lines: DataFrame, cfg: Config) -> DataFrame:
+    """(raw, source_file, src_day) -> + json_ok and one text column `f_<key>` per event field.
+
+    Every field is read as text: a number keeps its JSON text, an object or array its JSON
+    text (caught later as `wrong_type`), so nothing is lost before validation.
+    """
+    schema = T.StructType(
+        [T.StructField(_field(cfg, k), T.StringType()) for k in FIELD_KEYS]
+        + [T.StructField(_CORRUPT, T.StringType())]
+    )
+    opts = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+    parsed = lines.withColumn("_j", F.from_json("raw", schema, opts))
+    j = F.col("_j")
+    return parsed.select(
+        "raw",
+        "source_file",
+        "src_day",
+        (j.isNotNull() & j.getField(_CORRUPT).isNull()).alias("json_ok"),
+        *[j.getField(_field(cfg, k)).alias(f"f_{k}") for k in FIELD_KEYS],
+    )
+
+
+def fields_from_parquet(rows: DataFrame, cfg: Config) -> DataFrame:
+    """Parquet rows (+ source_file, src_day) -> the same text columns as `fields_from_json`."""
+    types = {f.name: f.dataType for f in rows.schema.fields if f.name not in ("source_file", "src_day")}
+
+    def as_text(name: str) -> Column:
+        t = types.get(name)
+        if t is None:
+            return F.lit(None).cast("string")
+        if isinstance(t, T.StringType):
+            return F.col(name)
+        if isinstance(t, T.TimestampType):  # an instant: write it with its zone
+            return F.date_format(name, "yyyy-MM-dd'T'HH:mm:ss.SSSXXX")
+        if isinstance(t, (T.StructType, T.ArrayType, T.MapType)):
+            return F.to_json(name)
+        return F.col(name).cast("string")
+
+    return rows.select(
+        F.to_json(F.struct(*[F.col(n) for n in types])).alias("raw"),
+        "source_file",
+        "src_day",
+        F.lit(True).alias("json_ok"),
+        *[as_text(_field(cfg, k)).alias(f"f_{k}") for k in FIELD_KEYS],
+    )
+
+
+def _blank(c: Column) -> Column:
+    return c.isNull() | (c == "")
+
+
+def validate(fields: DataFrame, cfg: Config, key: bytes) -> DataFrame:
+    """Text fields -> one row per record: `reason` (null when good) and, for good records, the
+    cleaned event: pseudonymised profile_id, ts (UTC, ms), event_type (vocabulary or `other`),
+    hashed article/brand/category, price, event_key; `raw` is kept for bad records only."""
+    ev = cfg.events
+    f = {k: F.col(f"f_{k}") for k in FIELD_KEYS}
+    end_ms = (F.unix_date("src_day").cast("long") + 1) * DAY_MS
+    start_ms = end_ms - cfg.histories.retention_days * DAY_MS
+    future_ms = end_ms + int(ev.future_tolerance_hours * 3_600_000)
+    ts_ms = F.when(f["ts"].rlike(EPOCH_MS), f["ts"].cast("long")).when(
+        f["ts"].rlike(ISO_TS), F.unix_millis(F.try_to_timestamp(f["ts"]))
+    )
+    price = F.expr("try_cast(f_price AS DOUBLE)")
+    nested = reduce(
+        lambda a, b: a | b,
+        [F.coalesce(f[k].startswith("{") | f[k].startswith("["), F.lit(False)) for k in FIELD_KEYS],
+    )
+    oversize = reduce(
+        lambda a, b: a | b,
+        [F.coalesce(F.length(f[k]) > ev.max_field_chars, F.lit(False)) for k in FIELD_KEYS],
+    )
+    checked = fields.select(
+        "*", ts_ms.alias("_ts_ms"), price.alias("_price"), start_ms.alias("_start"), future_ms.alias("_future")
+    )
+    p, t = F.col("_price"), F.col("_ts_ms")
+    reason = (
+        F.when(~F.col("json_ok"), "invalid_json")
+        .when(oversize, "oversize_field")
+        .when(nested | (f["price"].isNotNull() & p.isNull()), "wrong_type")
+        .when(_blank(f["profile_id"]), "missing_profile_id")
+        .when(_blank(f["ts"]), "missing_ts")
+        .when(_blank(f["event_type"]), "missing_event_type")
+        .when(t.isNull(), "bad_ts")
+        .when(t < F.col("_start"), "ts_too_old")
+        .when(t > F.col("_future"), "ts_in_future")
+        .when(p.isNotNull() & (F.isnan(p) | (p < 0) | (p > ev.max_price)), "bad_price")
+    )
+    checked = checked.withColumn("reason", reason)
+    good = F.col("reason").isNull()
+    known = f["event_type"].isin(ev.vocabulary)
+    key_text = F.when(~_blank(f["event_id"]), F.concat(F.lit("id:"), f["event_id"])).otherwise(
+        F.concat_ws("|", F.lit("ev"), t.cast("string"), f["event_type"], F.coalesce(f["article_id"], F.lit("")))
+    )
+
+    def hashed(c: Column) -> Column:
+        return F.when(~_blank(c), F.xxhash64(c))
+
+    return checked.select(
+        "reason",
+        F.when(~good, F.col("raw")).alias("raw"),
+        "source_file",
+        "src_day",
+        F.when(good, pseudonym_column(f["profile_id"], key)).alias("profile_id"),
+        F.timestamp_millis(t).alias("ts"),
+        F.when(known, f["event_type"]).otherwise(F.lit("other")).alias("event_type"),
+        (good & ~known).alias("unknown_type"),
+        hashed(f["article_id"]).alias("article"),
+        hashed(f["brand"]).alias("brand"),
+        hashed(f["category"]).alias("category"),
+        p.alias("price"),
+        F.xxhash64(key_text).alias("event_key"),
+    )
+
+
+def merge(events: DataFrame, previous: DataFrame | None, day: dt.date, cfg: Config) -> DataFrame:
+    """Good events (+ the previous snapshot) -> one row per profile with its new history in
+    `_hist` and statistics columns (`_had`, `_n_arrived`, `_n_unique`, `_n_new`, `_n_all`,
+    `_n_within`, `n_events`), including profiles whose events all expired (n_events = 0).
+
+    Duplicates (same event_key within a profile) keep the first delivery: the one already in
+    the previous snapshot, else the one from the earliest partition, else the smallest record.
+    """
+    n_max = cfg.histories.max_events
+    cutoff_ms = int(window_start(day, cfg.histories.retention_days).timestamp() * 1000)
+    arrived = F.struct("event_key", "src_day", *[c for c in EVENT_FIELDS if c != "event_key"])
+    grouped = events.groupBy("profile_id").agg(F.array_sort(F.collect_list(arrived)).alias("_arrived"))
+    # Sorted by key then delivery: the first of each run of equal keys is the one kept.
+    firsts = F.filter(
+        "_arrived",
+        lambda x, i: (i == 0) | (F.get(F.col("_arrived"), i - 1)["event_key"] != x["event_key"]),
+    )
+    incoming = grouped.select(
+        "profile_id",
+        F.size("_arrived").alias("_n_arrived"),
+        F.transform(firsts, lambda x: F.struct(*[x[c].alias(c) for c in EVENT_FIELDS])).alias("_new"),
+    )
+    if previous is None:
+        joined = incoming.select(
+            "profile_id",
+            F.lit(False).alias("_had"),
+            "_n_arrived",
+            F.size("_new").alias("_n_unique"),
+            F.size("_new").alias("_n_new"),
+            F.col("_new").alias("_all"),
+        )
+    else:
+        old = previous.select("profile_id", F.arrays_zip(*EVENT_FIELDS).alias("_old"))
+        j = old.join(incoming, "profile_id", "full_outer")
+        fresh = F.when(F.col("_old").isNull(), F.col("_new")).otherwise(
+            F.filter("_new", lambda x: ~F.array_contains(F.col("_old.event_key"), x["event_key"]))
+        )
+        j = j.withColumn("_fresh", fresh)
+        joined = j.select(
+            "profile_id",
+            F.col("_old").isNotNull().alias("_had"),
+            F.coalesce(F.col("_n_arrived"), F.lit(0)).alias("_n_arrived"),
+            F.coalesce(F.size("_new"), F.lit(0)).alias("_n_unique"),
+            F.coalesce(F.size("_fresh"), F.lit(0)).alias("_n_new"),
+            F.when(F.col("_new").isNull(), F.col("_old"))
+            .when(F.col("_old").isNull(), F.col("_new"))
+            .otherwise(F.concat("_old", "_fresh"))
+            .alias("_all"),
+        )
+    cutoff = F.timestamp_millis(F.lit(cutoff_ms))
+    within = joined.select(
+        "*",
+        F.size("_all").alias("_n_all"),
+        F.array_sort(F.filter("_all", lambda x: x["ts"] >= cutoff)).alias("_within"),
+    ).drop("_all")
+    n = F.size("_within")
+    hist = within.select(
+        "*",
+        n.alias("_n_within"),
+        F.slice("_within", F.greatest(n - n_max + 1, F.lit(1)), n_max).alias("_hist"),
+    ).drop("_within")
+    size = F.size("_hist")
+    return hist.select(
+        "*",
+        size.cast("int").alias("n_events"),
+        F.get(F.col("_hist"), 0)["ts"].alias("first_ts"),
+        F.get(F.col("_hist"), size - 1)["ts"].alias("last_ts"),
+        *[F.col("_hist")[c].alias(c) for c in EVENT_FIELDS],
+    )
+
+
+def merge_stats() -> list[Column]:
+    """Aggregates over `merge`'s output for the run summary (one pass, via Observation)."""
+    had, new, n = F.col("_had"), F.col("_n_new"), F.col("n_events")
+
+    def count(cond: Column) -> Column:
+        return F.sum(F.when(cond, 1).otherwise(0)).cast("long")
+
+    return [
+        count(~had & (n > 0)).alias("profiles_created"),
+        count(had & (new > 0) & (n > 0)).alias("profiles_updated"),
+        count(had & (new == 0) & (n > 0)).alias("profiles_unchanged"),
+        count(n == 0).alias("profiles_dropped"),
+        F.sum(F.col("_n_arrived") - F.col("_n_unique")).cast("long").alias("duplicates_within_input"),
+        F.sum(F.col("_n_unique") - new).cast("long").alias("duplicates_of_snapshot"),
+        F.sum(F.col("_n_all") - F.col("_n_within")).cast("long").alias("events_expired"),
+        F.sum(F.col("_n_within") - n).cast("long").alias("events_truncated"),
+        count(n > 0).alias("snapshot_profiles"),
+        F.sum(n).cast("long").alias("snapshot_events"),
+    ]
+
+
+def finish(merged: DataFrame) -> DataFrame:
+    """`merge`'s output -> the histories contract: non-empty histories, public columns only."""
+    return merged.filter(F.col("n_events") > 0).select(*HISTORY_COLUMNS)
+
+
+def build_histories(
+    events: DataFrame, previous: DataFrame | None, day: dt.date, cfg: Config
+) -> DataFrame:
+    """Good events (+ previous snapshot) -> the snapshot of `day` (unordered rows)."""
+    return finish(merge(events.filter(F.col("reason").isNull()), previous, day, cfg))
