@@ -40,7 +40,7 @@ AFTER_ORDER = np.array(
     ]
 )
 # Order hazard per day (rate of a Poisson clock, at buyer affinity 1 and weekday weight 1).
-ORDER_RATE = np.array([0.002, 0.012, 0.05, 0.30, 0.004])
+ORDER_RATE = np.array([0.0003, 0.003, 0.02, 0.25, 0.001])
 # Mean sessions per day at activity 1 and weekday weight 1.
 SESSION_RATE = np.array([0.05, 0.45, 0.8, 1.2, 0.3])
 # Mean events per session (geometric, at least one), before the order funnel is added.
@@ -82,7 +82,7 @@ HOUR = np.array(
 HOUR = HOUR / HOUR.sum()
 
 ACTIVITY_SIGMA = 1.3  # lognormal spread of per-profile activity: the heavy tail
-AFFINITY_SIGMA = 0.5  # lognormal spread of per-profile buyer affinity
+AFFINITY_SIGMA = 1.0  # lognormal spread of per-profile buyer affinity
 
 
 def order_hazard(affinity: np.ndarray, weekday: int) -> np.ndarray:
