@@ -1,0 +1,127 @@
+"""The daily cycle's view of the stages: their Python entry points and the state they leave.
+
+Each stage is called in-process (one Spark session and one torch import for a whole backfill)
+and read back only through its storage contract (partitions, manifests, registry metadata).
+Heavy imports stay inside the functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from propensity import storage
+from propensity.config import Config
+
+
+def champion(cfg: Config) -> str | None:
+    from propensity.registry import store
+
+    return store.champion_version(cfg)
+
+
+def versions_trained_for(cfg: Config, day: dt.date) -> list[tuple[str, str]]:
+    """(version, gate decision) of the complete model versions trained for `day`, oldest first."""
+    from propensity.registry import store
+
+    out = []
+    for version in store.version_names(cfg):
+        if version.startswith(day.isoformat() + "."):
+            meta = store.read_metadata(cfg, version)
+            if str(meta.get("training_date")) == day.isoformat():
+                out.append((version, (meta.get("gate") or {}).get("decision", "not gated")))
+    return out
+
+
+def prediction_model(cfg: Config, day: dt.date) -> str | None:
+    """The model version recorded in a complete predictions partition's manifest."""
+    manifest = storage.join(storage.partition(cfg.uri("predictions"), day), "manifest.json")
+    return storage.read_json(manifest)["model"]["version"] if storage.exists(manifest) else None
+
+
+def aggregate(cfg: Config, day: dt.date, bootstrap: bool) -> str:
+    """histories(D) from events(D) and histories(D-1) (or events(D) alone when bootstrapping)."""
+    from propensity.histories import job
+    from propensity.histories.spark import spark_session
+
+    summary = job.run(spark_session(cfg), cfg, day, mode="bootstrap" if bootstrap else "incremental")
+    return (
+        f"{summary['events_valid']} events, {summary['quarantined_total']} quarantined, "
+        f"{summary['snapshot_profiles']} profiles"
+    )
+
+
+def score(cfg: Config, day: dt.date, restart: bool) -> tuple[str, str]:
+    """predictions(D) with the champion; (model version, detail)."""
+    from propensity.scoring import run
+
+    manifest = run.run(cfg, day, restart=restart)
+    return manifest["model"]["version"], f"{manifest['rows']} profiles scored"
+
+
+def train(cfg: Config, day: dt.date) -> tuple[str, str, str]:
+    """A candidate trained for D (warm from the champion when there is one) through the gate;
+    (version, gate decision, detail). A rejected candidate is stored, the champion unchanged."""
+    from propensity.training import run
+    from propensity.training.gate import GateRejected
+
+    try:
+        meta = run.train(cfg, day)
+    except GateRejected as e:
+        version, decision = versions_trained_for(cfg, day)[-1]
+        return version, decision, str(e)
+    start = f"warm from {meta['parent_version']}" if meta["warm_start"] else "cold"
+    auc = " ".join(f"{t}={m['auroc']:.3f}" for t, m in meta["metrics"].items())
+    return meta["version"], meta["gate"]["decision"], f"{start}, val AUROC {auc}"
+
+
+def _report(cfg: Config, day: dt.date) -> dict | None:
+    from propensity.monitoring.commands import RESULT
+
+    part = storage.partition(cfg.uri("reports"), day)
+    return storage.read_json(storage.join(part, RESULT)) if storage.is_complete(part) else None
+
+
+def _outcome(result: dict) -> tuple[int, str]:
+    """The exit code (12 quality, 11 drift, else 0) and a one-line account of a report."""
+    failed = [c["name"] for c in result["checks"] if c["passed"] is False]
+    quality = result["quality"]
+    if quality.get("status") == "ok":
+        realised = " ".join(
+            f"{t} realised AUROC {r['auroc']:.3f}" if r["auroc"] is not None else f"{t} n/a"
+            for t, r in quality["targets"].items()
+        )
+        realised = f"{quality['predictions_date']}: {realised}"
+    else:
+        realised = f"quality {quality.get('status')}: {quality.get('reason', '')}"
+    detail = f"{len(result['checks'])} checks, {len(failed)} failed" + (
+        f" ({', '.join(failed[:4])}{'...' if len(failed) > 4 else ''})" if failed else ""
+    )
+    if result["quality_alert"]:
+        return 12, f"QUALITY ALERT; {detail}; {realised}"
+    if result["drift_alert"]:
+        return 11, f"DRIFT ALERT; {detail}; {realised}"
+    return 0, f"{detail}; {realised}"
+
+
+def monitor(cfg: Config, day: dt.date) -> tuple[int, str]:
+    """reports(D): drift of predictions(D) and the realised quality of predictions(D-H)."""
+    from propensity.monitoring.commands import run_monitor
+
+    return _outcome(run_monitor(cfg, day))
+
+
+def report_outcome(cfg: Config, day: dt.date) -> tuple[int, str]:
+    """The outcome of an existing complete report of D."""
+    return _outcome(_report(cfg, day))
+
+
+def retrain_requested(cfg: Config, day: dt.date) -> bool:
+    """Whether the monitoring report of `day` raised a drift or quality alert."""
+    result = _report(cfg, day)
+    return bool(result and (result["drift_alert"] or result["quality_alert"]))
+
+
+def report_html(cfg: Config, day: dt.date) -> str:
+    from propensity.monitoring.commands import HTML
+
+    return storage.join(storage.partition(cfg.uri("reports"), day), HTML)
