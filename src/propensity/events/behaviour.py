@@ -100,16 +100,18 @@ def order_probability(
 ) -> np.ndarray:
     """P(at least one order in days D+1..D+days | state and order of day D), exactly.
 
-    `first_weekday` is the weekday of D+1. Backward recursion: u(s) is the probability of no
-    order from a day in state s up to the end of the horizon.
+    `first_weekday` is the weekday of D+1. Backward recursion over the horizon: u[i, s] is the
+    probability that profile i, in state s on a day, does not order from that day to the end.
     """
+    rate = np.outer(affinity, ORDER_RATE)
     u = np.ones((len(state), len(STATES)))
     for k in range(days, 0, -1):
-        q = order_hazard(affinity, (first_weekday + k - 1) % 7)
         if k < days:
-            u = u @ STAY.T  # no order today, then tomorrow's chain (no-order rows)
-        u = (1.0 - q) * u
-    none = (next_state_probs(state, ordered) * u).sum(axis=1)
+            # No order today, then tomorrow's chain (the no-order rows). einsum, not a BLAS
+            # call: the matrix is 5x5, and BLAS threads only add overhead here.
+            u = np.einsum("it,st->is", u, STAY)
+        u *= np.exp(-rate * WEEKDAY[(first_weekday + k - 1) % 7])  # survival of day k
+    none = np.einsum("is,is->i", next_state_probs(state, ordered), u)
     return 1.0 - none
 
 

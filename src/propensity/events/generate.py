@@ -17,6 +17,7 @@ import datetime as dt
 import gzip
 import logging
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -106,7 +107,8 @@ def generate_stream(
     summary = Summary()
     pending: dict[tuple[int, int], list[tuple[bool, Events]]] = defaultdict(list)
     open_truth: list[tuple[int, np.ndarray, np.ndarray]] = []  # (day, profiles, P(order in 7d))
-    with progress() as bar:
+    writing: list[Future] = []
+    with progress() as bar, ThreadPoolExecutor(max_workers=1) as writer:
         task = bar.add_task("generate", total=days * n_chunks)
         for d in range(days):
             day = start + dt.timedelta(days=d)
@@ -125,7 +127,13 @@ def generate_stream(
                 if bad_share > 0 and len(rows):
                     n_bad = int(rng.binomial(len(rows), bad_share / (1 - bad_share)))
                     kinds = malformed.assign_kinds(rng, n_bad, malformed.kinds_for(fmt))
-                write_part(storage.join(part_uri, part_name(c, fmt)), rng, renderer, rows, kinds, fmt, day)
+                # Render, compress and upload on a second thread while the next chunk is simulated;
+                # its own generator keeps the bytes independent of thread timing.
+                uri = storage.join(part_uri, part_name(c, fmt))
+                part_rng = np.random.default_rng([seed, d, c, 1])
+                writing.append(writer.submit(write_part, uri, part_rng, renderer, rows, kinds, fmt, day))
+                if len(writing) > 1:
+                    writing.pop(0).result()  # at most one part in flight: bounded memory
                 records += len(rows)
                 bad += len(kinds)
                 for k in kinds:
@@ -141,6 +149,8 @@ def generate_stream(
                     truth_p[name].append(p7 if h == 7 else bm.order_probability(*args, h))
                 world.advance(rng, lo, hi, state, ordered)
                 bar.advance(task)
+            while writing:
+                writing.pop(0).result()
             storage.mark_complete(part_uri)
 
             idx = np.concatenate(truth_idx)

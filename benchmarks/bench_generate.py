@@ -1,0 +1,119 @@
+"""Throughput of `propensity generate`, against a naive per-record json.dumps writer.
+
+Run:  .venv/bin/python benchmarks/bench_generate.py [--profiles 450000 --days 30]
+
+Each format runs in a child process (so peak RSS is that run's own) writing into a temp dir.
+The baseline renders a sample of the same simulated events one record at a time (dict,
+datetime formatting, json.dumps, gzip level 1): rendering alone, no simulation, so the ratio
+is conservative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+START = "2026-01-05"
+
+
+def child(fmt: str, profiles: int, days: int) -> None:
+    from propensity.events.generate import generate_stream
+
+    with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()
+        summary = generate_stream(out, START, days, profiles, seed=1, fmt=fmt)
+        seconds = time.perf_counter() - t
+        size = sum(p.stat().st_size for p in pathlib.Path(out).rglob("*") if p.is_file())
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"records": summary.total_records, "seconds": seconds, "rss_mib": rss, "bytes": size}))
+
+
+def naive_rate(sample: int) -> float:
+    """Events per second of a per-record json.dumps writer, on `sample` simulated events."""
+    from propensity.events.catalogue import CATEGORIES
+    from propensity.events.generate import CHUNK_PROFILES, World
+    from propensity.events.render import EVENT_TYPES, TS_EPOCH_MS, TS_ZONE_MINUTES, TS_ZONES, Events
+
+    world = World(1, 4 * CHUNK_PROFILES, 30)
+    cum = world.catalogue.cumulative_weights(0)
+    parts, n, c = [], 0, 0
+    day = dt.date.fromisoformat(START)
+    while n < sample:
+        rng = np.random.default_rng([1, 0, c])
+        lo = c * CHUNK_PROFILES
+        ev, _, _ = world.simulate(rng, 0, day, lo, lo + CHUNK_PROFILES, cum, c)
+        parts.append(ev)
+        n += len(ev)
+        c += 1
+    ev = Events.concat(parts).take(np.arange(sample))
+    cat = world.catalogue
+    article_ids = cat.article_ids.to_pylist()
+    brand_ids = cat.brand_ids.to_pylist()
+    profile_ids = world.profile_ids.to_pylist()
+
+    t = time.perf_counter()
+    lines = []
+    for i in range(sample):
+        etype = EVENT_TYPES[ev.etype[i]]
+        fmt = int(ev.ts_format[i])
+        if fmt == TS_EPOCH_MS:
+            ts = int(ev.ts[i])
+        else:
+            zone = dt.timezone(dt.timedelta(minutes=int(TS_ZONE_MINUTES[fmt])))
+            moment = dt.datetime.fromtimestamp(ev.ts[i] / 1000, zone)
+            ts = moment.isoformat(timespec="milliseconds").replace("+00:00", TS_ZONES[fmt])
+        record = {"event_id": f"e{ev.event_id[i]}", "profile_id": profile_ids[ev.profile[i]], "ts": ts, "event_type": etype}
+        if etype not in ("search", "page_ping"):
+            a = int(ev.article[i])
+            record.update(article_id=article_ids[a], brand=brand_ids[cat.brand[a]], category=CATEGORIES[cat.category[a]])
+            if etype != "wishlist":
+                record["price"] = float(cat.price[a])
+        lines.append(json.dumps(record))
+    gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=1, mtime=0)
+    return sample / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profiles", type=int, default=450_000)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--sample", type=int, default=200_000, help="events for the naive baseline")
+    ap.add_argument("--child", choices=["jsonl", "parquet"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.profiles, args.days)
+        return
+
+    print(f"generate --profiles {args.profiles} --days {args.days}", flush=True)
+    results = {}
+    for fmt in ("jsonl", "parquet"):
+        cmd = [sys.executable, __file__, "--child", fmt, "--profiles", str(args.profiles), "--days", str(args.days)]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        results[fmt] = r
+        print(
+            f"{fmt:8s} {r['records']:>12,} records in {r['seconds']:7.1f} s = {r['records'] / r['seconds']:>10,.0f} "
+            f"records/s, peak RSS {r['rss_mib']:,.0f} MiB, {r['bytes'] / 2**20:,.0f} MiB written",
+            flush=True,
+        )
+    naive = naive_rate(args.sample)
+    fast = results["jsonl"]["records"] / results["jsonl"]["seconds"]
+    print(
+        f"naive    per-record json.dumps + gzip, rendering only ({args.sample:,} events): {naive:,.0f} events/s; "
+        f"{results['jsonl']['records']:,} records would take {results['jsonl']['records'] / naive:,.0f} s"
+    )
+    print(f"ratio    generate jsonl (whole run) / naive rendering alone: {fast / naive:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
