@@ -14,6 +14,7 @@ incremental chain give the same rows (see docs/aggregate.md for the argument).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame
@@ -25,6 +26,7 @@ from propensity.histories.pseudonym import pseudonym_column
 from propensity.histories.schema import HISTORY_COLUMNS
 
 FIELD_KEYS = ("event_id", "profile_id", "ts", "event_type", "article_id", "brand", "category", "price")
+TEXT_KEYS = ("event_id", "profile_id", "event_type", "article_id", "brand", "category")
 # Event fields inside a history, in sort order: time first, then the dedupe key breaks ties.
 EVENT_FIELDS = ["ts", "event_key", "event_type", "article", "brand", "category", "price"]
 ISO_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
@@ -44,10 +46,12 @@ def _field(cfg: Config, key: str) -> str:
 
 
 def fields_from_json(lines: DataFrame, cfg: Config) -> DataFrame:
-    """(raw, source_file, src_day) -> + json_ok and one text column `f_<key>` per event field.
+    """(raw, source_file, src_day) -> + json_ok, types_ok and one text column `f_<key>` per
+    event field.
 
-    Every field is read as text: a number keeps its JSON text, an object or array its JSON
-    text (caught later as `wrong_type`), so nothing is lost before validation.
+    Every field is read as text (a number keeps its JSON text, an object its JSON text), so
+    nothing is lost before validation; `types_ok` is false when a text field holds a number,
+    boolean, object or array, or the price a string, object or array (a regex on the line).
     """
     schema = T.StructType(
         [T.StructField(_field(cfg, k), T.StringType()) for k in FIELD_KEYS]
@@ -61,12 +65,23 @@ def fields_from_json(lines: DataFrame, cfg: Config) -> DataFrame:
         "source_file",
         "src_day",
         (j.isNotNull() & j.getField(_CORRUPT).isNull()).alias("json_ok"),
+        (~F.col("raw").rlike(_wrong_type_pattern(cfg))).alias("types_ok"),
         *[j.getField(_field(cfg, k)).alias(f"f_{k}") for k in FIELD_KEYS],
     )
 
 
+def _wrong_type_pattern(cfg: Config) -> str:
+    """A key of the object followed by a value of the wrong JSON type. Keys are matched only
+    after `{` or `,`, so the same text inside a string value (where quotes are escaped) does
+    not count."""
+    text = "|".join(re.escape(_field(cfg, k)) for k in TEXT_KEYS)
+    price = re.escape(_field(cfg, "price"))
+    return rf'[{{,]\s*"(?:(?:{text})"\s*:\s*[-0-9tf{{\[]|{price}"\s*:\s*["{{\[])'
+
+
 def fields_from_parquet(rows: DataFrame, cfg: Config) -> DataFrame:
-    """Parquet rows (+ source_file, src_day) -> the same text columns as `fields_from_json`."""
+    """Parquet rows (+ source_file, src_day) -> the same columns as `fields_from_json`
+    (`types_ok` from the column types: strings for text fields, a number for the price)."""
     types = {f.name: f.dataType for f in rows.schema.fields if f.name not in ("source_file", "src_day")}
 
     def as_text(name: str) -> Column:
@@ -81,11 +96,21 @@ def fields_from_parquet(rows: DataFrame, cfg: Config) -> DataFrame:
             return F.to_json(name)
         return F.col(name).cast("string")
 
+    def wrong_type(key: str) -> Column:
+        name, t = _field(cfg, key), types.get(_field(cfg, key))
+        ok = t is None or (
+            isinstance(t, T.NumericType) if key == "price" else isinstance(t, T.StringType)
+        )
+        return F.lit(False) if ok else F.col(name).isNotNull()
+
     return rows.select(
         F.to_json(F.struct(*[F.col(n) for n in types])).alias("raw"),
         "source_file",
         "src_day",
         F.lit(True).alias("json_ok"),
+        (~reduce(lambda a, b: a | b, [wrong_type(k) for k in (*TEXT_KEYS, "price")])).alias(
+            "types_ok"
+        ),
         *[as_text(_field(cfg, k)).alias(f"f_{k}") for k in FIELD_KEYS],
     )
 
@@ -107,10 +132,6 @@ def validate(fields: DataFrame, cfg: Config, key: bytes) -> DataFrame:
         f["ts"].rlike(ISO_TS), F.unix_millis(F.try_to_timestamp(f["ts"]))
     )
     price = F.expr("try_cast(f_price AS DOUBLE)")
-    nested = reduce(
-        lambda a, b: a | b,
-        [F.coalesce(f[k].startswith("{") | f[k].startswith("["), F.lit(False)) for k in FIELD_KEYS],
-    )
     oversize = reduce(
         lambda a, b: a | b,
         [F.coalesce(F.length(f[k]) > ev.max_field_chars, F.lit(False)) for k in FIELD_KEYS],
@@ -122,13 +143,12 @@ def validate(fields: DataFrame, cfg: Config, key: bytes) -> DataFrame:
     reason = (
         F.when(~F.col("json_ok"), "invalid_json")
         .when(oversize, "oversize_field")
-        .when(nested | (f["price"].isNotNull() & p.isNull()), "wrong_type")
+        .when(~F.col("types_ok") | (f["price"].isNotNull() & p.isNull()), "wrong_type")
         .when(_blank(f["profile_id"]), "missing_profile_id")
-        .when(_blank(f["ts"]), "missing_ts")
+        .when(f["ts"].isNull(), "missing_ts")  # an empty string is an unparseable ts
         .when(_blank(f["event_type"]), "missing_event_type")
         .when(t.isNull(), "bad_ts")
-        .when(t < F.col("_start"), "ts_too_old")
-        .when(t > F.col("_future"), "ts_in_future")
+        .when((t < F.col("_start")) | (t > F.col("_future")), "absurd_ts")
         .when(p.isNotNull() & (F.isnan(p) | (p < 0) | (p > ev.max_price)), "bad_price")
     )
     checked = checked.withColumn("reason", reason)
