@@ -123,14 +123,16 @@ def generate_stream(
                 lo, hi = c * CHUNK_PROFILES, min(profiles, (c + 1) * CHUNK_PROFILES)
                 ev, state, ordered = world.simulate(rng, d, day, lo, hi, cum, c)
                 rows = deliver(rng, ev, d, c, pending, summary)
+                # Malformed records draw from their own generator, so the valid stream is the
+                # same whatever --bad-share is.
+                part_rng = np.random.default_rng([seed, d, c, 1])
                 kinds: list[str] = []
                 if bad_share > 0 and len(rows):
-                    n_bad = int(rng.binomial(len(rows), bad_share / (1 - bad_share)))
-                    kinds = malformed.assign_kinds(rng, n_bad, malformed.kinds_for(fmt))
-                # Render, compress and upload on a second thread while the next chunk is simulated;
-                # its own generator keeps the bytes independent of thread timing.
+                    n_bad = int(part_rng.binomial(len(rows), bad_share / (1 - bad_share)))
+                    kinds = malformed.assign_kinds(part_rng, n_bad, malformed.kinds_for(fmt))
+                # Render, compress and upload on a second thread while the next chunk is
+                # simulated (part_rng is used there only after the draws above: deterministic).
                 uri = storage.join(part_uri, part_name(c, fmt))
-                part_rng = np.random.default_rng([seed, d, c, 1])
                 writing.append(writer.submit(write_part, uri, part_rng, renderer, rows, kinds, fmt, day))
                 if len(writing) > 1:
                     writing.pop(0).result()  # at most one part in flight: bounded memory
