@@ -1,0 +1,318 @@
+"""`propensity train --date D`: the training job, top to bottom.
+
+1. examples: histories(D-H) inputs, labels from histories(D), hash split;
+2. start: warm from the champion when the architecture matches (training.warm_epochs), else
+   cold (training.max_epochs; a mismatching champion requires --cold);
+3. fit with Lightning (resumable from the local work folder), keep the best epoch by val loss;
+4. gate: candidate and champion scored on the same validation examples;
+5. publish the version (weights, reference statistics, model.json last); approved -> the
+   champion pointer moves; rejected -> GateRejected (exit 10), champion untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import warnings
+
+import torch
+
+from propensity import __version__, storage
+from propensity.errors import BadInput, UsageError
+from propensity.registry import store
+from propensity.training.examples import Examples, load_examples
+from propensity.training.gate import GateRejected, decide, metrics, predict
+from propensity.training.model import PropensityModel
+from propensity.ui import console, kv
+
+log = logging.getLogger(__name__)
+
+
+def device_settings(cfg) -> tuple[str, str]:
+    """(accelerator, precision) for Lightning: CUDA with bf16-mixed (16-mixed where bf16 is not
+    supported) when available and allowed, else CPU in 32-bit."""
+    want = cfg.training.accelerator
+    cuda = torch.cuda.is_available()
+    if want == "gpu" and not cuda:
+        raise UsageError("training.accelerator=gpu but no CUDA device is available")
+    accelerator = "gpu" if cuda and want in ("auto", "gpu") else "cpu"
+    precision = cfg.training.precision
+    if precision == "auto":
+        if accelerator == "gpu":
+            precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        else:
+            precision = "32-true"
+    return accelerator, precision
+
+
+def architecture_mismatch(candidate: dict, champion: dict) -> list[str]:
+    """Human-readable differences between two `PropensityModel.architecture()` dicts."""
+    return [
+        f"{k}: champion {champion.get(k)!r} vs config {candidate.get(k)!r}"
+        for k in sorted(set(candidate) | set(champion))
+        if candidate.get(k) != champion.get(k)
+    ]
+
+
+def work_folder(cfg, day: dt.date, parent: str | None, cold: bool) -> str:
+    """Local folder of this run's resumable state, keyed by date, config and starting point:
+    re-running the same command resumes; any change starts afresh."""
+    key = json.dumps(
+        {
+            "day": day.isoformat(),
+            "histories": cfg.uri("histories"),
+            "models": cfg.uri("models"),
+            "model": cfg.model.model_dump(),
+            "training": cfg.training.model_dump(exclude={"work_dir"}),
+            "targets": [t.model_dump() for t in cfg.targets],
+            "types": cfg.events.types,
+            "parent": parent,
+            "cold": cold,
+            "code": __version__,
+        },
+        sort_keys=True,
+    )
+    base = cfg.training.work_dir or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "propensity", "train"
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return os.path.join(base, f"{cfg.model.name}-{day.isoformat()}-{digest}")
+
+
+def _starting_point(cfg, cold: bool) -> tuple[PropensityModel, str | None, str | None]:
+    """(initial model, parent version it was warm-started from, current champion version)."""
+    model = PropensityModel.from_config(cfg)  # seeded by the caller
+    champion = store.champion_version(cfg)
+    if champion is None:
+        return model, None, None
+    meta = store.read_metadata(cfg, champion)
+    diff = architecture_mismatch(model.architecture(), meta.get("architecture", {}))
+    if cold:
+        return model, None, champion
+    if diff:
+        raise UsageError(
+            f"cannot warm-start from champion {champion}: its architecture differs from the "
+            f"config ({'; '.join(diff)}); train from scratch with --cold"
+        )
+    state, _ = store.read_weights(cfg, champion, meta)
+    model.load_state_dict(state, strict=True)
+    return model, champion, champion
+
+
+def fit(cfg, examples: Examples, model, epochs: int, folder: str, callbacks=()) -> dict:
+    """Train with Lightning, resuming from `folder/last.ckpt` if present; leaves the best
+    weights (lowest val loss) in `model`. Returns what happened, for model.json."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from safetensors.torch import load_file
+
+    from propensity.training.lightning import BestWeights, PropensityTask, loader
+
+    accelerator, precision = device_settings(cfg)
+    t = cfg.training
+    os.makedirs(folder, exist_ok=True)
+    task = PropensityTask(model, t.learning_rate, t.weight_decay, t.seed)
+    best = BestWeights(folder)
+    cbs = [
+        EarlyStopping(monitor="val_loss", mode="min", patience=t.early_stopping_patience),
+        ModelCheckpoint(
+            dirpath=folder,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+        best,
+        *callbacks,
+    ]
+    if console.is_terminal:
+        cbs.append(RichProgressBar(console_kwargs={"stderr": True}))
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        max_epochs=epochs,
+        deterministic=True if accelerator == "cpu" else "warn",
+        logger=False,
+        enable_model_summary=False,
+        enable_progress_bar=console.is_terminal,
+        num_sanity_val_steps=0,
+        gradient_clip_val=t.gradient_clip or None,
+        default_root_dir=folder,
+        callbacks=cbs,
+    )
+    pin = accelerator == "gpu"
+    train_dl = loader(examples.encoded, examples.labels, examples.train_rows, cfg, True, pin)
+    val_dl = loader(examples.encoded, examples.labels, examples.val_rows, cfg, False, pin)
+    last = os.path.join(folder, "last.ckpt")
+    resume = last if os.path.exists(last) else None
+    if resume:
+        log.info("resuming %s", kv(checkpoint=last))
+    # Lightning sets its own loggers to INFO on import; keep its banners out of job logs.
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resuming
+        trainer.fit(task, train_dl, val_dl, ckpt_path=resume, weights_only=True)
+    if not os.path.exists(best.weights_path):
+        raise RuntimeError(f"training ended without a validated epoch ({folder})")
+    model.load_state_dict(load_file(best.weights_path), strict=True)
+    return {
+        "accelerator": accelerator,
+        "precision": precision,
+        "max_epochs": epochs,
+        "epochs_run": trainer.current_epoch,
+        "best_epoch": best.best_epoch,
+        "best_val_loss": best.best_loss,
+        "resumed": resume is not None,
+    }
+
+
+def _jsonable(obj):
+    """NaN/inf to None so model.json stays strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _champion_metrics(cfg, champion: str | None, examples: Examples) -> dict | None:
+    """The champion's metrics on the candidate's validation examples (its own feature spec)."""
+    if champion is None:
+        return None
+    from propensity.training.batches import encode
+
+    model, meta = store.load_model(cfg, champion)
+    encoded = encode(examples.table, model.spec, examples.input_day)
+    scores = predict(model, encoded, examples.val_rows, cfg.scoring.batch_size)
+    common = [t for t in model.targets if t in cfg.target_names]
+    cols = [cfg.target_names.index(t) for t in common]
+    return metrics(
+        scores[:, [model.targets.index(t) for t in common]], examples.labels[examples.val_rows][:, cols], common
+    )
+
+
+def train(cfg, day: dt.date, cold: bool = False, callbacks=()) -> dict:
+    """Run the training job for date `day`; returns the published model.json.
+
+    Raises GateRejected (exit 10) after publishing a rejected version; MissingInput /
+    IncompletePartition (exit 3) when a histories partition is absent or incomplete;
+    UsageError (exit 2) when the champion cannot be warm-started and --cold was not given.
+    """
+    import pytorch_lightning as pl
+
+    from propensity.monitoring.stats import summarize
+
+    examples = load_examples(cfg, day)
+    if not len(examples.train_rows) or not len(examples.val_rows):
+        raise BadInput(
+            f"histories for {examples.input_day} give {len(examples.train_rows)} training and "
+            f"{len(examples.val_rows)} validation examples: too few to train"
+        )
+    pl.seed_everything(cfg.training.seed, verbose=False)
+    model, parent, champion = _starting_point(cfg, cold)
+    epochs = cfg.training.warm_epochs if parent else cfg.training.max_epochs
+    folder = work_folder(cfg, day, champion, cold)
+    log.info(
+        "training %s",
+        kv(date=day, start="warm" if parent else "cold", parent=parent, epochs=epochs, work=folder),
+    )
+    fitted = fit(cfg, examples, model, epochs, folder, callbacks)
+
+    val_y = examples.labels[examples.val_rows]
+    scores = predict(model, examples.encoded, examples.val_rows, cfg.scoring.batch_size)
+    cand = metrics(scores, val_y, cfg.target_names)
+    gate = decide(cfg.gate, cand, _champion_metrics(cfg, champion, examples))
+    gate["champion_version"] = champion
+
+    reference = summarize(
+        examples.table.take(examples.val_rows),
+        {t: scores[:, j] for j, t in enumerate(cfg.target_names)},
+        examples.input_day,
+        cfg,
+    )
+    histories = cfg.uri("histories")
+    meta = {
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "code_version": __version__,
+        "training_date": day.isoformat(),
+        "data": {
+            **examples.summary(),
+            "inputs": storage.partition(histories, examples.input_day),
+            "labels": storage.partition(histories, day),
+        },
+        "config": cfg.model_dump(mode="json", exclude={"privacy"}),
+        "model": cfg.model.model_dump(),
+        "types": list(cfg.events.types),
+        "targets": list(cfg.target_names),
+        "architecture": model.architecture(),
+        "feature_spec": model.spec.to_dict(),
+        "metrics": cand,
+        "gate": gate,
+        "parent_version": parent,
+        "warm_start": parent is not None,
+        "training": fitted,
+    }
+    version = store.next_version(cfg, day)
+    meta = store.publish(
+        cfg, version, store.weights_bytes(model), _jsonable(meta), _jsonable(reference)
+    )
+    if gate["decision"] == "approved":
+        store.move_champion(cfg, version, "gate", None, "gate approved: " + _auc_line(gate))
+    shutil.rmtree(folder, ignore_errors=True)  # the version is published: resume state is done
+    log.info("gate %s", kv(version=version, decision=gate["decision"], **_flat_auc(gate)))
+    _print_summary(meta)
+    if gate["decision"] != "approved":
+        raise GateRejected(
+            f"model {version} rejected by the gate: {'; '.join(gate['reasons'])} "
+            f"(champion {champion or 'none'} unchanged)"
+        )
+    return meta
+
+
+def _print_summary(meta: dict) -> None:
+    """The decision and its numbers on stdout, for people and job logs."""
+    gate = meta["gate"]
+    lines = [
+        f"model {meta['version']} ({'warm from ' + meta['parent_version'] if meta['warm_start'] else 'cold'}"
+        f", trained for {meta['training_date']}): gate {gate['decision'].upper()}",
+    ]
+    for target, m in meta["metrics"].items():
+        champ = (gate["champion_auc"] or {}).get(target)
+        lines.append(
+            f"  {target}: auroc={_num(m['auroc'])} champion_auroc={_num(champ)} "
+            f"average_precision={_num(m['average_precision'])} log_loss={_num(m['log_loss'])} "
+            f"calibration_error={_num(m['calibration_error'])} positives={m['positives']}/{m['examples']}"
+        )
+    lines += [f"  reason: {r}" for r in gate["reasons"]]
+    before = gate["champion_version"] or "none"
+    if gate["decision"] == "approved":
+        lines.append(f"  champion: {before} -> {meta['version']}")
+    else:
+        lines.append(f"  champion: {before} (unchanged)")
+    print("\n".join(lines), flush=True)
+
+
+def _num(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.4f}"
+
+
+def _flat_auc(gate: dict) -> dict:
+    out = {f"auc_{t}": f"{a:.4f}" for t, a in gate["candidate_auc"].items() if a == a}
+    for t, a in (gate["champion_auc"] or {}).items():
+        if a == a:
+            out[f"champion_auc_{t}"] = f"{a:.4f}"
+    return out
+
+
+def _auc_line(gate: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in _flat_auc(gate).items())

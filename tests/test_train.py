@@ -1,0 +1,168 @@
+"""Real Lightning training on tiny synthetic histories (CPU): end to end through the CLI,
+warm start, the gate, and resuming an interrupted run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from typer.testing import CliRunner
+
+from _training_data import simulate, write_histories_days
+from conftest import make_config
+from propensity import storage
+from propensity.cli import app
+from propensity.registry import load_model, store
+from propensity.training.gate import decide
+from propensity.training.run import train
+
+pytestmark = pytest.mark.slow
+D = dt.date(2026, 1, 20)
+D2 = D + dt.timedelta(days=1)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def histories(tmp_path_factory):
+    """Snapshots for training dates D and D+1 (inputs D-7, D-6), 600 profiles."""
+    root = tmp_path_factory.mktemp("histories")
+    cfg = make_config(root)
+    events = simulate(600, D - dt.timedelta(days=30), D2, seed=11)
+    days = [D - dt.timedelta(days=7), D - dt.timedelta(days=6), D, D2]
+    write_histories_days(cfg, events, days)
+    return cfg.uri("histories")
+
+
+def settings(tmp_path, histories, *extra):
+    return [
+        f"storage.root={tmp_path}/data",
+        f"storage.histories={histories}",
+        f"training.work_dir={tmp_path}/work",
+        "training.batch_size=64",
+        "training.max_epochs=3",
+        "training.warm_epochs=1",
+        *extra,
+    ]
+
+
+def cli_train(day, sets, *flags):
+    args = ["train", "--date", day.isoformat(), *flags]
+    for s in sets:
+        args += ["--set", s]
+    return runner.invoke(app, args)
+
+
+class Capture(pl.Callback):
+    """Records the weights the fit starts from."""
+
+    def on_fit_start(self, trainer, pl_module):
+        self.start = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+
+class Interrupt(pl.Callback):
+    """Fails the run in the middle of the second epoch, like a killed process."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 2:
+            raise RuntimeError("simulated crash")
+
+
+def test_train_end_to_end_warm_start_and_gate(tmp_path, histories):
+    sets = settings(tmp_path, histories)
+    cfg = make_config(tmp_path / "data", *sets[1:])
+
+    # First model: cold (no champion), needs only min_auc.
+    result = cli_train(D, sets)
+    assert result.exit_code == 0, result.output
+    assert "gate APPROVED" in result.output
+    first = store.champion_version(cfg)
+    assert first == "2026-01-20.1"
+    meta = store.read_metadata(cfg, first)
+    assert meta["metrics"]["order_7d"]["auroc"] > 0.65
+    assert meta["gate"]["decision"] == "approved" and meta["gate"]["champion_auc"] is None
+    assert meta["data"]["input_date"] == "2026-01-13" and meta["parent_version"] is None
+    assert meta["feature_spec"]["types"] == cfg.events.types
+    base = store.version_uri(cfg, first)
+    reference = storage.read_json(storage.join(base, "reference.json"))
+    assert reference["rows"] == meta["data"]["validation_examples"]
+    assert "order_7d" in reference["scores"]
+    json.loads(storage.read_bytes(storage.join(base, "model.json")))  # strict JSON
+    model, loaded = load_model(cfg)
+    assert loaded["version"] == first and model.targets == ["order_7d"]
+    assert not list((tmp_path / "work").iterdir())  # resume state removed once published
+
+    # Second date: warm start from the champion's weights.
+    champion_state = model.state_dict()
+    capture = Capture()
+    meta2 = train(cfg, D2, callbacks=[capture])
+    assert meta2["parent_version"] == first and meta2["warm_start"]
+    assert meta2["training"]["max_epochs"] == 1
+    for name, tensor in champion_state.items():
+        torch.testing.assert_close(capture.start[name], tensor)
+    assert meta2["gate"]["champion_auc"]["order_7d"] == pytest.approx(
+        meta2["gate"]["candidate_auc"]["order_7d"], abs=0.1
+    )
+    second = store.champion_version(cfg)
+    assert second == "2026-01-21.1"
+
+    # An architecture change cannot warm-start: exit 2 naming the field and --cold.
+    result = cli_train(D2, [*sets, "model.hidden_size=16"])
+    assert result.exit_code == 2
+    assert "hidden_size" in result.output and "--cold" in result.output
+    assert store.champion_version(cfg) == second
+
+    # Gate rejection: version kept with its decision, champion untouched, exit 10.
+    pointer = store.read_champion(cfg)
+    result = cli_train(D2, [*sets, "model.hidden_size=16", "gate.min_auc=0.99"], "--cold")
+    assert result.exit_code == 10, result.output
+    assert "gate REJECTED" in result.output and "min_auc" in result.output
+    assert store.read_champion(cfg) == pointer
+    rejected = store.read_metadata(cfg, "2026-01-21.2")
+    assert rejected["gate"]["decision"] == "rejected"
+    assert rejected["parent_version"] is None and not rejected["warm_start"]
+    assert rejected["gate"]["champion_version"] == second
+    assert rejected["gate"]["champion_auc"]["order_7d"] > 0.6  # champion scored on the same rows
+
+
+def test_gate_decisions():
+    from propensity.config import GateConfig
+
+    gate = GateConfig(min_auc=0.6, max_auc_drop=0.01)
+    cand = {"a": {"auroc": 0.70}, "b": {"auroc": 0.65}}
+    assert decide(gate, cand, None)["decision"] == "approved"
+    assert decide(gate, cand, {"a": {"auroc": 0.705}, "b": {"auroc": 0.5}})["decision"] == "approved"
+    rejected = decide(gate, cand, {"a": {"auroc": 0.72}})
+    assert rejected["decision"] == "rejected"
+    assert "a: AUROC 0.7000 is 0.0200 below the champion's 0.7200" in rejected["reasons"][0]
+    low = decide(gate, {"a": {"auroc": 0.59}}, None)
+    assert low["decision"] == "rejected" and "min_auc" in low["reasons"][0]
+    # The champion lacks target b: b only needs min_auc.
+    assert decide(gate, cand, {"a": {"auroc": 0.69}})["decision"] == "approved"
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, histories):
+    sets = settings(tmp_path, histories, "training.max_epochs=2")
+    cfg = make_config(tmp_path / "data", *sets[1:])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, D, callbacks=[Interrupt()])
+    assert store.version_names(cfg) == [] and store.champion_version(cfg) is None
+    [folder] = list((tmp_path / "work").iterdir())
+    assert (folder / "last.ckpt").exists()
+
+    resumed = train(cfg, D)
+    assert resumed["training"]["resumed"] and resumed["training"]["epochs_run"] == 2
+
+    ref_cfg = make_config(
+        tmp_path / "ref", *[s for s in sets[1:] if not s.startswith("training.work_dir")],
+        f"training.work_dir={tmp_path}/ref-work",
+    )
+    straight = train(ref_cfg, D)
+    assert not straight["training"]["resumed"]
+    a, _ = load_model(cfg)
+    b, _ = load_model(ref_cfg)
+    for name, tensor in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[name], tensor, rtol=0, atol=0)
+    assert resumed["metrics"] == straight["metrics"]
