@@ -35,7 +35,19 @@ def child(fmt: str, profiles: int, days: int) -> None:
         seconds = time.perf_counter() - t
         size = sum(p.stat().st_size for p in pathlib.Path(out).rglob("*") if p.is_file())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"records": summary.total_records, "seconds": seconds, "rss_mib": rss, "bytes": size}))
+    aucs, shares = list(summary.oracle_auc_7d.values()), list(summary.order_share_7d.values())
+    print(
+        json.dumps(
+            {
+                "records": summary.total_records,
+                "seconds": seconds,
+                "rss_mib": rss,
+                "bytes": size,
+                "truth_auc": float(np.mean(aucs)) if aucs else None,
+                "order_share": float(np.mean(shares)) if shares else None,
+            }
+        )
+    )
 
 
 def naive_rate(sample: int) -> float:
@@ -106,6 +118,8 @@ def main() -> None:
             f"records/s, peak RSS {r['rss_mib']:,.0f} MiB, {r['bytes'] / 2**20:,.0f} MiB written",
             flush=True,
         )
+    r = results["jsonl"]
+    print(f"truth    mean AUC of p_order_7d vs realised orders {r['truth_auc']:.3f}, 7-day order share {r['order_share']:.3f}")
     naive = naive_rate(args.sample)
     fast = results["jsonl"]["records"] / results["jsonl"]["seconds"]
     print(

@@ -34,6 +34,7 @@ from propensity.ui import kv, progress
 
 log = logging.getLogger(__name__)
 
+WRITERS = 2  # threads rendering, compressing and writing parts while the next chunk is simulated
 CHUNK_PROFILES = 50_000  # profiles simulated together; fixed, because the seeds depend on it
 PRESENT_SHARE = 0.5  # share of profiles present from the first day; the rest arrive uniformly
 GAP_MEAN_MS = 50_000  # mean time between two events of a session
@@ -107,8 +108,8 @@ def generate_stream(
     summary = Summary()
     pending: dict[tuple[int, int], list[tuple[bool, Events]]] = defaultdict(list)
     open_truth: list[tuple[int, np.ndarray, np.ndarray]] = []  # (day, profiles, P(order in 7d))
-    writing: list[Future] = []
-    with progress() as bar, ThreadPoolExecutor(max_workers=1) as writer:
+    writes = Writes()
+    with progress() as bar, ThreadPoolExecutor(max_workers=WRITERS) as writer:
         task = bar.add_task("generate", total=days * n_chunks)
         for d in range(days):
             day = start + dt.timedelta(days=d)
@@ -133,9 +134,8 @@ def generate_stream(
                 # Render, compress and upload on a second thread while the next chunk is
                 # simulated (part_rng is used there only after the draws above: deterministic).
                 uri = storage.join(part_uri, part_name(c, fmt))
-                writing.append(writer.submit(write_part, uri, part_rng, renderer, rows, kinds, fmt, day))
-                if len(writing) > 1:
-                    writing.pop(0).result()  # at most one part in flight: bounded memory
+                writes.settle(limit=WRITERS - 1)  # bounded memory: few parts in flight
+                writes.add(part_uri, writer.submit(write_part, uri, part_rng, renderer, rows, kinds, fmt, day))
                 records += len(rows)
                 bad += len(kinds)
                 for k in kinds:
@@ -151,9 +151,7 @@ def generate_stream(
                     truth_p[name].append(p7 if h == 7 else bm.order_probability(*args, h))
                 world.advance(rng, lo, hi, state, ordered)
                 bar.advance(task)
-            while writing:
-                writing.pop(0).result()
-            storage.mark_complete(part_uri)
+            writes.close_day(part_uri)
 
             idx = np.concatenate(truth_idx)
             write_truth(out, day, world.profile_ids.take(pa.array(idx)), {k: np.concatenate(v) for k, v in truth_p.items()})
@@ -164,6 +162,7 @@ def generate_stream(
             summary.bad.append(bad)
             summary.truth_rows.append(len(idx))
             log.info(kv(day=day, records=records, bad=bad, truth_rows=len(idx)))
+        writes.settle(limit=0)
 
     storage.write_json(
         storage.join(out, TRUTH, "generator.json"),
@@ -191,6 +190,40 @@ def generate_stream(
         },
     )
     return summary
+
+
+class Writes:
+    """Part files being written on other threads, by day; a day's `_SUCCESS` follows its parts."""
+
+    def __init__(self):
+        self.days: list[tuple[str, list[Future], bool]] = []  # (partition, parts, all submitted)
+
+    def add(self, partition: str, part: Future) -> None:
+        if not self.days or self.days[-1][0] != partition:
+            self.days.append((partition, [], False))
+        self.days[-1][1].append(part)
+
+    def close_day(self, partition: str) -> None:
+        """No more parts for this partition: mark it once they are written."""
+        if not self.days or self.days[-1][0] != partition:
+            self.days.append((partition, [], True))
+        else:
+            self.days[-1] = (partition, self.days[-1][1], True)
+        self.settle(limit=WRITERS)
+
+    def settle(self, limit: int) -> None:
+        """Wait until at most `limit` parts are in flight; mark every finished day, oldest first.
+        A failed write raises here, and its day never gets a marker."""
+        while True:
+            while self.days and self.days[0][2] and all(f.done() for f in self.days[0][1]):
+                partition, parts, _ = self.days.pop(0)
+                for f in parts:
+                    f.result()
+                storage.mark_complete(partition)
+            running = [f for _, parts, _ in self.days for f in parts if not f.done()]
+            if len(running) <= limit:
+                return
+            running[0].result()
 
 
 class World:
@@ -364,15 +397,12 @@ def write_part(uri: str, rng, renderer: Renderer, rows: Events, kinds: list[str]
     storage.write_bytes(uri, gzip.compress(joined_lines(lines), compresslevel=GZIP_LEVEL, mtime=0))
 
 
-def joined_lines(lines: pa.Array) -> pa.Buffer:
-    """The strings of an array, each followed by a newline, as one buffer (no per-line copies)."""
-    arr = pc.binary_join_element_wise(lines, "\n", "")
-    arr = pa.concat_arrays([arr])  # a fresh array: offset 0, one data buffer
-    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1)
-    data = arr.buffers()[2]
-    if data is None:
-        return pa.py_buffer(b"")
-    return data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+def joined_lines(lines: pa.Array) -> bytes:
+    """The strings of an array as newline-terminated lines, in one buffer."""
+    if not len(lines):
+        return b""
+    whole = pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines.cast(pa.large_string()))
+    return pc.binary_join(whole, pa.scalar("\n", pa.large_string()))[0].as_buffer().to_pybytes() + b"\n"
 
 
 def write_truth(out: str, day: dt.date, profile_ids: pa.Array, probs: dict[str, np.ndarray]) -> None:
