@@ -84,10 +84,19 @@ def naive_rate(sample: int) -> float:
             zone = dt.timezone(dt.timedelta(minutes=int(TS_ZONE_MINUTES[fmt])))
             moment = dt.datetime.fromtimestamp(ev.ts[i] / 1000, zone)
             ts = moment.isoformat(timespec="milliseconds").replace("+00:00", TS_ZONES[fmt])
-        record = {"event_id": f"e{ev.event_id[i]}", "profile_id": profile_ids[ev.profile[i]], "ts": ts, "event_type": etype}
+        record = {
+            "event_id": f"e{ev.event_id[i]}",
+            "profile_id": profile_ids[ev.profile[i]],
+            "ts": ts,
+            "event_type": etype,
+        }
         if etype not in ("search", "page_ping"):
             a = int(ev.article[i])
-            record.update(article_id=article_ids[a], brand=brand_ids[cat.brand[a]], category=CATEGORIES[cat.category[a]])
+            record.update(
+                article_id=article_ids[a],
+                brand=brand_ids[cat.brand[a]],
+                category=CATEGORIES[cat.category[a]],
+            )
             if etype != "wishlist":
                 record["price"] = float(cat.price[a])
         lines.append(json.dumps(record))
@@ -109,22 +118,35 @@ def main() -> None:
     print(f"generate --profiles {args.profiles} --days {args.days}", flush=True)
     results = {}
     for fmt in ("jsonl", "parquet"):
-        cmd = [sys.executable, __file__, "--child", fmt, "--profiles", str(args.profiles), "--days", str(args.days)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            fmt,
+            "--profiles",
+            str(args.profiles),
+            "--days",
+            str(args.days),
+        ]
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         r = json.loads(done.stdout.strip().splitlines()[-1])
         results[fmt] = r
         print(
-            f"{fmt:8s} {r['records']:>12,} records in {r['seconds']:7.1f} s = {r['records'] / r['seconds']:>10,.0f} "
-            f"records/s, peak RSS {r['rss_mib']:,.0f} MiB, {r['bytes'] / 2**20:,.0f} MiB written",
+            f"{fmt:8s} {r['records']:>12,} records in {r['seconds']:7.1f} s = "
+            f"{r['records'] / r['seconds']:>10,.0f} records/s, peak RSS {r['rss_mib']:,.0f} MiB, "
+            f"{r['bytes'] / 2**20:,.0f} MiB written",
             flush=True,
         )
     r = results["jsonl"]
-    print(f"truth    mean AUC of p_order_7d vs realised orders {r['truth_auc']:.3f}, 7-day order share {r['order_share']:.3f}")
+    print(
+        f"truth    mean AUC of p_order_7d vs realised orders {r['truth_auc']:.3f}, "
+        f"7-day order share {r['order_share']:.3f}"
+    )
     naive = naive_rate(args.sample)
     fast = results["jsonl"]["records"] / results["jsonl"]["seconds"]
     print(
-        f"naive    per-record json.dumps + gzip, rendering only ({args.sample:,} events): {naive:,.0f} events/s; "
-        f"{results['jsonl']['records']:,} records would take {results['jsonl']['records'] / naive:,.0f} s"
+        f"naive    per-record json.dumps + gzip, rendering only ({args.sample:,} events): "
+        f"{naive:,.0f} events/s; {r['records']:,} records would take {r['records'] / naive:,.0f} s"
     )
     print(f"ratio    generate jsonl (whole run) / naive rendering alone: {fast / naive:.1f}x")
 

@@ -47,7 +47,7 @@ def parse_ts(value) -> dt.datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return dt.datetime.fromtimestamp(value / 1000, dt.timezone.utc)
+        return dt.datetime.fromtimestamp(value / 1000, dt.UTC)
     if not isinstance(value, str):
         return None
     try:
@@ -56,7 +56,7 @@ def parse_ts(value) -> dt.datetime | None:
         return None
     if parsed.tzinfo is None:
         return None
-    return parsed.astimezone(dt.timezone.utc)
+    return parsed.astimezone(dt.UTC)
 
 
 def classify(record: dict | str, day: dt.date) -> str | None:

@@ -6,6 +6,7 @@ import collections
 import datetime as dt
 import json
 import os
+import pathlib
 
 import boto3
 import numpy as np
@@ -25,7 +26,16 @@ from propensity.events.malformed import JSON_KINDS, PARQUET_KINDS
 START = dt.date(2026, 3, 2)  # a Monday
 DAYS = 21
 BAD_SHARE = 0.04
-VOCABULARY = {"view", "search", "add_to_cart", "remove_from_cart", "wishlist", "checkout", "order", "return"}
+VOCABULARY = {
+    "view",
+    "search",
+    "add_to_cart",
+    "remove_from_cart",
+    "wishlist",
+    "checkout",
+    "order",
+    "return",
+}
 
 
 def day(i: int) -> dt.date:
@@ -42,7 +52,13 @@ def stream(tmp_path_factory):
         for line in partition_lines(out, day(i)):
             (bad if classify(line, day(i)) else good).append((day(i), line))
     records = [(d, json.loads(line)) for d, line in good]
-    return {"out": out, "summary": summary, "records": records, "bad": bad, "n_lines": len(good) + len(bad)}
+    return {
+        "out": out,
+        "summary": summary,
+        "records": records,
+        "bad": bad,
+        "n_lines": len(good) + len(bad),
+    }
 
 
 def files_of(root: str) -> dict[str, bytes]:
@@ -50,7 +66,7 @@ def files_of(root: str) -> dict[str, bytes]:
     for folder, _, names in os.walk(root):
         for name in names:
             path = os.path.join(folder, name)
-            found[os.path.relpath(path, root)] = open(path, "rb").read()
+            found[os.path.relpath(path, root)] = pathlib.Path(path).read_bytes()
     return found
 
 
@@ -73,9 +89,10 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path, fmt)
         runs[name] = files_of(str(tmp_path / name))
     assert runs["a"] == runs["b"]
     assert sorted(runs["a"]) == sorted(runs["c"])
-    assert runs["a"]["dt=2026-03-03/part-00000." + ("jsonl.gz" if fmt == "jsonl" else "parquet")] != runs["c"][
-        "dt=2026-03-03/part-00000." + ("jsonl.gz" if fmt == "jsonl" else "parquet")
-    ]
+    assert (
+        runs["a"]["dt=2026-03-03/part-00000." + ("jsonl.gz" if fmt == "jsonl" else "parquet")]
+        != runs["c"]["dt=2026-03-03/part-00000." + ("jsonl.gz" if fmt == "jsonl" else "parquet")]
+    )
 
 
 def test_layout_markers_and_truth_files(stream):
@@ -154,7 +171,9 @@ def test_daily_and_weekly_seasonality(stream):
     per_day = collections.Counter(ts.date() for ts, _ in events)
     # Each Sunday against its Saturday and the Monday after (trend-free neighbours).
     for sunday in (day(6), day(13)):
-        neighbours = (per_day[sunday - dt.timedelta(days=1)] + per_day[sunday + dt.timedelta(days=1)]) / 2
+        neighbours = (
+            per_day[sunday - dt.timedelta(days=1)] + per_day[sunday + dt.timedelta(days=1)]
+        ) / 2
         assert per_day[sunday] > 1.1 * neighbours
 
 
@@ -234,7 +253,9 @@ def test_truth_predicts_realised_orders(stream):
         if r["event_type"] == "order":
             orders[parse_ts(r["ts"]).date()].add(r["profile_id"])
     for i in (7, 10, 13):
-        truth = storage.read_parquet(storage.partition(storage.join(out, "_truth"), day(i))).to_pydict()
+        truth = storage.read_parquet(
+            storage.partition(storage.join(out, "_truth"), day(i))
+        ).to_pydict()
         ahead = set().union(*(orders[day(i + k)] for k in range(1, 8)))
         label = np.array([pid in ahead for pid in truth["profile_id"]])
         assert 0.02 < label.mean() < 0.25  # a realistic share orders within a week
@@ -247,8 +268,14 @@ def test_order_probability_matches_a_simulated_chain():
     """Oracle: simulate the planted chain and compare with the exact backward recursion."""
     rng = np.random.default_rng(0)
     n = 200_000
-    for state, ordered, affinity, weekday in ((1, False, 1.0, 0), (3, False, 2.0, 5), (3, True, 0.5, 6)):
-        exact = bm.order_probability(np.array([state]), np.array([ordered]), np.array([affinity]), weekday, 7)[0]
+    for state, ordered, affinity, weekday in (
+        (1, False, 1.0, 0),
+        (3, False, 2.0, 5),
+        (3, True, 0.5, 6),
+    ):
+        exact = bm.order_probability(
+            np.array([state]), np.array([ordered]), np.array([affinity]), weekday, 7
+        )[0]
         s = np.full(n, state)
         probs = bm.next_state_probs(s, np.full(n, ordered))
         s = (rng.random(n)[:, None] > np.cumsum(probs, axis=1)).sum(axis=1)
@@ -326,7 +353,17 @@ def test_cli_generates_and_rejects_bad_options(tmp_path):
 def test_cli_defaults_to_the_configs_events_location(tmp_path):
     result = CliRunner().invoke(
         app,
-        ["generate", "--start", "2026-03-02", "--days", "1", "--profiles", "100", "--set", f"storage.root={tmp_path}"],
+        [
+            "generate",
+            "--start",
+            "2026-03-02",
+            "--days",
+            "1",
+            "--profiles",
+            "100",
+            "--set",
+            f"storage.root={tmp_path}",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert storage.list_partitions(str(tmp_path / "events")) == [day(0)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,19 +11,35 @@ from propensity.errors import UsageError
 
 
 def generate(
-    start: Annotated[str, typer.Option("--start", help="First day, YYYY-MM-DD.", show_default=False)],
-    days: Annotated[int, typer.Option("--days", help="Number of daily partitions.", show_default=False)],
+    start: Annotated[
+        str, typer.Option("--start", help="First day, YYYY-MM-DD.", show_default=False)
+    ],
+    days: Annotated[
+        int, typer.Option("--days", help="Number of daily partitions.", show_default=False)
+    ],
     profiles: Annotated[
-        int, typer.Option("--profiles", help="Profiles in the shop (about 1.5 events per profile and day).", show_default=False)
+        int,
+        typer.Option(
+            "--profiles",
+            help="Profiles in the shop (about 1.5 events per profile and day).",
+            show_default=False,
+        ),
     ],
     out: Annotated[
-        Optional[str],
-        typer.Option("--out", help="Output folder or s3:// URI (default: the config's events location).", show_default=False),
+        str | None,
+        typer.Option(
+            "--out",
+            help="Output folder or s3:// URI (default: the config's events location).",
+            show_default=False,
+        ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same bytes.")] = 0,
-    fmt: Annotated[str, typer.Option("--format", help="jsonl (gzip JSON lines) or parquet.")] = "jsonl",
+    fmt: Annotated[
+        str, typer.Option("--format", help="jsonl (gzip JSON lines) or parquet.")
+    ] = "jsonl",
     bad_share: Annotated[
-        float, typer.Option("--bad-share", help="Share of malformed records to inject, in [0, 0.5).")
+        float,
+        typer.Option("--bad-share", help="Share of malformed records to inject, in [0, 0.5)."),
     ] = 0.0,
     config: ConfigOption = None,
     sets: SetOption = None,
@@ -70,9 +86,16 @@ def generate(
         )
     aucs = list(summary.oracle_auc_7d.values())
     shares = list(summary.order_share_7d.values())
-    console.print(
+    line = (
         f"total records {summary.total_records:,} (late {summary.late:,}, duplicates "
         f"{summary.duplicates:,}), bad {sum(summary.bad):,}"
-        + (f", 7-day order share {sum(shares) / len(shares):.3f}, truth AUC {sum(aucs) / len(aucs):.3f}" if aucs else ""),
+    )
+    if aucs:  # days with 7 generated days after them
+        line += (
+            f", 7-day order share {sum(shares) / len(shares):.3f}, "
+            f"truth AUC {sum(aucs) / len(aucs):.3f}"
+        )
+    console.print(
+        line,
         highlight=False,
     )

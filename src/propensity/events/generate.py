@@ -135,7 +135,10 @@ def generate_stream(
                 # simulated (part_rng is used there only after the draws above: deterministic).
                 uri = storage.join(part_uri, part_name(c, fmt))
                 writes.settle(limit=WRITERS - 1)  # bounded memory: few parts in flight
-                writes.add(part_uri, writer.submit(write_part, uri, part_rng, renderer, rows, kinds, fmt, day))
+                writes.add(
+                    part_uri,
+                    writer.submit(write_part, uri, part_rng, renderer, rows, kinds, fmt, day),
+                )
                 records += len(rows)
                 bad += len(kinds)
                 for k in kinds:
@@ -144,7 +147,12 @@ def generate_stream(
                 # Truth at the end of the day, for every profile seen so far (by event time).
                 seen = np.flatnonzero(world.has_event[lo:hi])
                 truth_idx.append(seen + lo)
-                args = (state[seen], ordered[seen], world.affinity[seen + lo], (day.weekday() + 1) % 7)
+                args = (
+                    state[seen],
+                    ordered[seen],
+                    world.affinity[seen + lo],
+                    (day.weekday() + 1) % 7,
+                )
                 p7 = bm.order_probability(*args, 7)
                 oracle_p.append(p7)
                 for name, h in horizons.items():
@@ -154,7 +162,12 @@ def generate_stream(
             writes.close_day(part_uri)
 
             idx = np.concatenate(truth_idx)
-            write_truth(out, day, world.profile_ids.take(pa.array(idx)), {k: np.concatenate(v) for k, v in truth_p.items()})
+            write_truth(
+                out,
+                day,
+                world.profile_ids.take(pa.array(idx)),
+                {k: np.concatenate(v) for k, v in truth_p.items()},
+            )
             open_truth.append((d, idx, np.concatenate(oracle_p)))
             score_matured(world, open_truth, d, start, summary)
             summary.days.append(day.isoformat())
@@ -252,7 +265,9 @@ class World:
         n = hi - lo
         state = self.state[lo:hi].copy()
         arriving = self.arrival[lo:hi] == d
-        state[arriving] = categorical(rng, np.tile(bm.INITIAL_PRESENT if d == 0 else bm.INITIAL_NEW, (arriving.sum(), 1)))
+        state[arriving] = categorical(
+            rng, np.tile(bm.INITIAL_PRESENT if d == 0 else bm.INITIAL_NEW, (arriving.sum(), 1))
+        )
         present = state >= 0
         s = np.where(present, state, 0)
         weekday = day.weekday()
@@ -289,18 +304,22 @@ class World:
         gaps[pos == 0] = 0
         offset = np.cumsum(gaps)
         offset -= offset[sess_first_event][ev_sess]
-        duration = offset[sess_first_event + per_session - 1] if n_sessions else np.zeros(0, np.int64)
+        duration = (
+            offset[sess_first_event + per_session - 1] if n_sessions else np.zeros(0, np.int64)
+        )
         hour = rng.choice(24, size=n_sessions, p=bm.HOUR)
         begin = hour * 3_600_000 + rng.integers(0, 3_600_000, n_sessions)
         begin = np.clip(np.minimum(begin, DAY_MS - 1 - duration), 0, None)
         day_ms = (day - dt.date(1970, 1, 1)).days * DAY_MS
         ts = day_ms + begin[ev_sess] + offset
 
-        # Articles: by popularity, often the same as the previous event's (and always in the funnel).
+        # Articles by popularity; often the previous event's again (always in the order funnel).
         fresh = self.catalogue.sample(rng, cum, n_events)
         new = (pos == 0) | ((rng.random(n_events) >= REUSE_ARTICLE) & ~in_funnel)
         source = np.maximum.accumulate(np.where(new, np.arange(n_events), 0))
-        ts_format = rng.choice(len(TS_FORMAT_SHARE), size=n_events, p=TS_FORMAT_SHARE).astype(np.int8)
+        ts_format = rng.choice(len(TS_FORMAT_SHARE), size=n_events, p=TS_FORMAT_SHARE).astype(
+            np.int8
+        )
         id_base = ((day.year * 10_000 + day.month * 100 + day.day) * 1_000 + chunk) * 10**8
         events = Events(
             event_id=id_base + np.arange(n_events, dtype=np.int64),
@@ -348,7 +367,9 @@ FUNNEL_CODES = np.array([CODE[t] for t in FUNNEL], np.int8)
 def categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     """One draw per row of a probability matrix."""
     u = rng.random(len(probs))[:, None]
-    return np.minimum((u > np.cumsum(probs, axis=1)).sum(axis=1), probs.shape[1] - 1).astype(np.int8)
+    return np.minimum((u > np.cumsum(probs, axis=1)).sum(axis=1), probs.shape[1] - 1).astype(
+        np.int8
+    )
 
 
 def deliver(rng, ev: Events, d: int, chunk: int, pending: dict, summary: Summary) -> Events:
@@ -378,21 +399,27 @@ def interleave(rng, n_main: int, n_extra: int) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
-def write_part(uri: str, rng, renderer: Renderer, rows: Events, kinds: list[str], fmt: str, day: dt.date) -> None:
-    """Write one part file: the rows, plus one malformed copy of a random row per kind in `kinds`."""
+def write_part(
+    uri: str, rng, renderer: Renderer, rows: Events, kinds: list[str], fmt: str, day: dt.date
+) -> None:
+    """Write one part file: the rows, plus a malformed copy of a random row per kind in `kinds`."""
     base = rng.integers(0, len(rows), len(kinds)) if kinds else np.zeros(0, np.int64)
     order = interleave(rng, len(rows), len(kinds))
     if fmt == "parquet":
         table = renderer.table(rows)
         if kinds:
-            bad = malformed.parquet_rows(table.take(pa.array(base)).to_pylist(), kinds, rng, day, renderer.names)
+            bad = malformed.parquet_rows(
+                table.take(pa.array(base)).to_pylist(), kinds, rng, day, renderer.names
+            )
             table = pa.concat_tables([table, pa.Table.from_pylist(bad, schema=renderer.schema)])
             table = table.take(pa.array(order))
         storage.write_parquet(table, uri)
         return
     lines = renderer.json_lines(rows)
     if kinds:
-        bad = malformed.json_lines([lines[int(i)].as_py() for i in base], kinds, rng, day, renderer.names)
+        bad = malformed.json_lines(
+            [lines[int(i)].as_py() for i in base], kinds, rng, day, renderer.names
+        )
         lines = pa.concat_arrays([lines, pa.array(bad, pa.string())]).take(pa.array(order))
     storage.write_bytes(uri, gzip.compress(joined_lines(lines), compresslevel=GZIP_LEVEL, mtime=0))
 
@@ -401,15 +428,24 @@ def joined_lines(lines: pa.Array) -> bytes:
     """The strings of an array as newline-terminated lines, in one buffer."""
     if not len(lines):
         return b""
-    whole = pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines.cast(pa.large_string()))
-    return pc.binary_join(whole, pa.scalar("\n", pa.large_string()))[0].as_buffer().to_pybytes() + b"\n"
+    whole = pa.ListArray.from_arrays(
+        pa.array([0, len(lines)], pa.int32()), lines.cast(pa.large_string())
+    )
+    return (
+        pc.binary_join(whole, pa.scalar("\n", pa.large_string()))[0].as_buffer().to_pybytes()
+        + b"\n"
+    )
 
 
-def write_truth(out: str, day: dt.date, profile_ids: pa.Array, probs: dict[str, np.ndarray]) -> None:
+def write_truth(
+    out: str, day: dt.date, profile_ids: pa.Array, probs: dict[str, np.ndarray]
+) -> None:
     """The truth partition of a day: one row per profile seen so far, one column per horizon."""
     uri = storage.partition(storage.join(out, TRUTH), day)
     storage.delete(uri)
-    table = pa.table({"profile_id": profile_ids, **{k: pa.array(v, pa.float64()) for k, v in probs.items()}})
+    table = pa.table(
+        {"profile_id": profile_ids, **{k: pa.array(v, pa.float64()) for k, v in probs.items()}}
+    )
     storage.write_parquet(table, storage.join(uri, "part-00000.parquet"))
     storage.mark_complete(uri)
 

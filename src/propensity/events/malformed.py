@@ -87,15 +87,17 @@ def corrupt(record: dict, kind: str, rng: np.random.Generator, day: dt.date, nam
 def absurd_timestamp(rng: np.random.Generator, day: dt.date, variant: int) -> str:
     """An ISO timestamp in 1970, or 3 to 30 years after the partition day."""
     if variant == 0:
-        moment = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+        moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         moment += dt.timedelta(seconds=int(rng.integers(365 * 86_400)))
     else:
-        moment = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+        moment = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
         moment += dt.timedelta(days=int(rng.integers(3 * 365, 30 * 365)))
     return moment.isoformat(timespec="milliseconds")
 
 
-def json_lines(base_lines: list[str], kinds: list[str], rng, day: dt.date, names: dict) -> list[str]:
+def json_lines(
+    base_lines: list[str], kinds: list[str], rng, day: dt.date, names: dict
+) -> list[str]:
     """Malformed JSON lines from valid lines, one per kind in `kinds`."""
     out = []
     for line, kind in zip(base_lines, kinds):
@@ -103,11 +105,15 @@ def json_lines(base_lines: list[str], kinds: list[str], rng, day: dt.date, names
             # Cut inside the object: the closing brace is gone, so it can never parse.
             out.append(line[: int(rng.integers(1, len(line) - 1))])
         else:
-            out.append(json.dumps(corrupt(json.loads(line), kind, rng, day, names), separators=(",", ":")))
+            out.append(
+                json.dumps(corrupt(json.loads(line), kind, rng, day, names), separators=(",", ":"))
+            )
     return out
 
 
-def parquet_rows(base_rows: list[dict], kinds: list[str], rng, day: dt.date, names: dict) -> list[dict]:
+def parquet_rows(
+    base_rows: list[dict], kinds: list[str], rng, day: dt.date, names: dict
+) -> list[dict]:
     """Malformed Parquet rows (nulls, bad strings) from valid rows, one per kind in `kinds`."""
     out = []
     for row, kind in zip(base_rows, kinds):

@@ -91,13 +91,19 @@ class Renderer:
         art = pa.array(ev.article)
         price = pa.array(np.where(WITH_PRICE[ev.etype], self.cat.price[ev.article], np.nan))
         return {
-            "event_id": pc.binary_join_element_wise("e", pc.cast(pa.array(ev.event_id), pa.string()), ""),
+            "event_id": pc.binary_join_element_wise(
+                "e", pc.cast(pa.array(ev.event_id), pa.string()), ""
+            ),
             "profile_id": self.profile_ids.take(pa.array(ev.profile)),
             "event_type": self.type_names.take(pa.array(ev.etype)),
             "article_id": pc.if_else(no_article, None, self.cat.article_ids.take(art)),
-            "brand": pc.if_else(no_article, None, self.cat.brand_ids.take(pa.array(self.cat.brand[ev.article]))),
+            "brand": pc.if_else(
+                no_article, None, self.cat.brand_ids.take(pa.array(self.cat.brand[ev.article]))
+            ),
             "category": pc.if_else(
-                no_article, None, self.cat.category_names.take(pa.array(self.cat.category[ev.article]))
+                no_article,
+                None,
+                self.cat.category_names.take(pa.array(self.cat.category[ev.article])),
             ),
             "price": pc.if_else(pc.is_nan(price), None, price),
         }
@@ -126,9 +132,10 @@ class Renderer:
             f',{key["article_id"]}:"', cols["article_id"], f'",{key["brand"]}:"', cols["brand"],
             f'",{key["category"]}:"', cols["category"], '"', "",
         )  # fmt: skip
-        price = pc.binary_join_element_wise(f',{key["price"]}:', cols["price"], "")
+        price = pc.binary_join_element_wise(f",{key['price']}:", cols["price"], "")
         return pc.binary_join_element_wise(
-            f'{{{key["event_id"]}:"', cols["event_id"], f'",{key["profile_id"]}:"', cols["profile_id"],
+            f'{{{key["event_id"]}:"', cols["event_id"],
+            f'",{key["profile_id"]}:"', cols["profile_id"],
             f'",{key["ts"]}:', ts, f',{key["event_type"]}:"', cols["event_type"], '"',
             article, price, "}", "",
             null_handling="replace", null_replacement="",
