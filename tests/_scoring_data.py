@@ -116,7 +116,7 @@ def write_histories(
 
 def publish_model(
     cfg: Config, version: str, seed: int = 0, reference: dict | None = None, champion: bool = True,
-    metrics: dict | None = None,
+    metrics: dict | None = None, reference_rows: int = 400,
 ):
     """Publish a randomly initialised PropensityModel through the registry (optionally as the
     champion); returns the model. `reference` defaults to a summary of fresh histories."""
@@ -132,7 +132,7 @@ def publish_model(
     if reference is None:
         from propensity.scoring.engine import score_table
 
-        table = make_histories(400, day, cfg, seed=seed + 1000)
+        table = make_histories(reference_rows, day, cfg, seed=seed + 1000)
         probs = score_table(model, table, day, cfg.scoring.batch_size)
         reference = stats.summarize(
             table, {t: probs[:, j] for j, t in enumerate(cfg.target_names)}, day, cfg

@@ -1,10 +1,11 @@
 """`propensity score --engine spark`: executors score shards, the driver finalizes.
 
 The driver broadcasts the model's safetensors bytes (verified against model.json's sha256 again
-on each executor) with its metadata; a DataFrame with one row per missing shard, one shard per
-partition, goes through `mapInArrow`, whose Python function loads the model once per task and
-scores its shard with the same Arrow-batch code as the local engine, writing the same
-`part-<shard>.parquet` file through `propensity.storage`. The layout, resumption and the
+on each executor) with its metadata; an RDD of the missing shards, one shard per partition,
+runs a Python function that loads the model once per task and scores its shard with the same
+Arrow-record-batch code as the local engine, writing the same `part-<shard>.parquet` file
+through `propensity.storage`. (An RDD rather than `mapInArrow`: the latter needs pandas on every
+node for nothing, since shards are read by the executors themselves.) The layout, resumption and the
 version pinning are therefore identical to the local engine's; Spark only spreads the shards.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import sys
 
 from propensity import storage
 from propensity.config import Config
@@ -23,9 +26,8 @@ from propensity.ui import kv
 log = logging.getLogger(__name__)
 
 
-def _score_partition(batches, payload):
-    """mapInArrow function: shard descriptors in, shard records (JSON) out."""
-    import pyarrow as pa
+def _score_partition(shard_jsons, payload):
+    """Task function: shard descriptors (JSON) in, shard records (JSON) out."""
     import torch
     from safetensors.torch import load as load_safetensors
 
@@ -41,14 +43,11 @@ def _score_partition(batches, payload):
     model.load_state_dict(load_safetensors(shipped["weights"]), strict=True)
     model.eval()
     day = dt.date.fromisoformat(shipped["day"])
-    for batch in batches:
-        records = []
-        for shard_json in batch.column("shard").to_pylist():
-            shard = layout.Shard(**json.loads(shard_json))
-            record = score_shard(shard, shipped["out"], model, shipped["meta"]["version"], day,
-                                 cfg, worker="spark")
-            records.append(json.dumps({k: record[k] for k in ("shard", "rows", "seconds")}))
-        yield pa.RecordBatch.from_pydict({"record": records})
+    for shard_json in shard_jsons:
+        shard = layout.Shard(**json.loads(shard_json))
+        record = score_shard(shard, shipped["out"], model, shipped["meta"]["version"], day, cfg,
+                             worker="spark")
+        yield json.dumps({k: record[k] for k in ("shard", "rows", "seconds")})
 
 
 def score_on_spark(cfg: Config, day: dt.date, out: str, todo: list[layout.Shard], meta: dict):
@@ -61,18 +60,21 @@ def score_on_spark(cfg: Config, day: dt.date, out: str, todo: list[layout.Shard]
     if not todo:
         return
     spark = spark_session(cfg, app_name="propensity-score")
+    sc = spark.sparkContext
+    if sc.master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+        # Local mode starts Python workers with `python3` from PATH, which need not be the
+        # interpreter that has propensity and torch installed: use this one.
+        sc.pythonExec = sys.executable
     weights = storage.read_bytes(storage.join(store.version_uri(cfg, meta["version"]),
                                               store.WEIGHTS))
-    payload = spark.sparkContext.broadcast(
+    payload = sc.broadcast(
         {"weights": weights, "meta": meta, "cfg": cfg.model_dump_json(), "day": day.isoformat(),
          "out": out}
     )
-    shards = spark.createDataFrame(
-        [(json.dumps(asdict(s)),) for s in todo], "shard string"
-    ).repartition(len(todo))
+    shards = sc.parallelize([json.dumps(asdict(s)) for s in todo], numSlices=len(todo))
     try:
-        rows = shards.mapInArrow(lambda it: _score_partition(it, payload), "record string").collect()
+        rows = shards.mapPartitions(lambda it: _score_partition(it, payload)).collect()
     finally:
         payload.unpersist()
-    scored = [json.loads(r.record) for r in rows]
+    scored = [json.loads(r) for r in rows]
     log.info("spark scored %s", kv(shards=len(scored), rows=sum(r["rows"] for r in scored)))
