@@ -101,15 +101,15 @@ def train_reason(cfg: Config, day: dt.date, champion: str | None) -> str | None:
 
 
 def _train(cfg: Config, day: dt.date, force: bool, run: DayRun) -> tuple[str, str, int]:
+    label_day = day - dt.timedelta(days=cfg.horizon_days)
+    if not storage.is_complete(storage.partition(cfg.uri("histories"), label_day)):
+        return "skipped", f"labels not mature: no histories for {label_day} (D-{cfg.horizon_days})", 0
     earlier = stages.versions_trained_for(cfg, day)
     if earlier and not force:
         version, decision = earlier[-1]
         run.trained_version = version
         code = ExitCode.GATE_REJECTED if decision != "approved" else 0
         return "skipped", f"{version} already trained ({decision})", int(code)
-    label_day = day - dt.timedelta(days=cfg.horizon_days)
-    if not storage.is_complete(storage.partition(cfg.uri("histories"), label_day)):
-        return "skipped", f"labels not mature: no histories for {label_day} (D-{cfg.horizon_days})", 0
     reason = train_reason(cfg, day, stages.champion(cfg))
     if reason is None:
         return "skipped", f"not scheduled (train_weekdays={cfg.schedule.train_weekdays})", 0
@@ -237,8 +237,9 @@ def print_summary(runs: list[DayRun]) -> None:
     if len(runs) == 1:
         run = runs[0]
         table = Table(title=f"propensity daily {run.day}: exit {run.exit_code}")
-        for col in ("step", "outcome", "seconds", "detail"):
-            table.add_column(col)
+        for col in ("step", "outcome", "seconds"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("detail", overflow="fold")
         for s in run.steps:
             table.add_row(s.step, _cell(s), f"{s.seconds:.1f}", s.detail)
         console.print(table)
@@ -247,7 +248,9 @@ def print_summary(runs: list[DayRun]) -> None:
     from rich import box
 
     names = [s.step for s in runs[0].steps]
-    table = Table(title=f"propensity daily {runs[0].day} .. {runs[-1].day}", box=box.SIMPLE_HEAD)
+    table = Table(
+        title=f"propensity daily {runs[0].day} .. {runs[-1].day}", box=box.SIMPLE_HEAD, pad_edge=False
+    )
     for col in ("day", *names, "model", "exit"):
         table.add_column(col, no_wrap=True)
     for run in runs:
