@@ -1,9 +1,137 @@
-"""`propensity explain` (placeholder until its issue lands)."""
+"""`propensity explain`: which events moved a profile's prediction."""
 
-from propensity._not_yet import not_yet
-from propensity.cli_options import ConfigOption, DateOption, SetOption
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from propensity import storage
+from propensity.cli_options import ConfigOption, DateOption, SetOption, load
+from propensity.errors import UsageError
+from propensity.ui import kv
+
+log = logging.getLogger(__name__)
 
 
-def explain(date: DateOption, config: ConfigOption = None, sets: SetOption = None) -> None:
-    """Show which events moved a profile's prediction."""
-    not_yet("explain", 7)
+def explain(
+    date: DateOption,
+    profile: Annotated[
+        Optional[str],
+        typer.Option("--profile", "-p", show_default=False,
+                     help="Raw profile id; pseudonymised with the configured key before lookup "
+                          "and never printed."),
+    ] = None,
+    top: Annotated[
+        Optional[int],
+        typer.Option("--top", min=1, show_default=False,
+                     help="Explain the N highest-scored profiles of predictions(D) instead."),
+    ] = None,
+    pseudonymised: Annotated[
+        bool,
+        typer.Option("--pseudonymised",
+                     help="--profile is already a pseudonymised id (as in predictions files)."),
+    ] = False,
+    target: Annotated[
+        Optional[str],
+        typer.Option("--target", "-t", show_default=False,
+                     help="Target to explain (default: the model's first)."),
+    ] = None,
+    version: Annotated[
+        Optional[str],
+        typer.Option("--version", show_default=False,
+                     help="Model version (default: the champion; with --top, the version that "
+                          "scored predictions(D))."),
+    ] = None,
+    json_out: Annotated[
+        Optional[str],
+        typer.Option("--json", show_default=False, help="Write the explanation as JSON (path or URI)."),
+    ] = None,
+    html_out: Annotated[
+        Optional[str],
+        typer.Option("--html", show_default=False, help="Write an HTML page with plot and table."),
+    ] = None,
+    png_out: Annotated[
+        Optional[str],
+        typer.Option("--png", show_default=False, help="Write the plot as PNG."),
+    ] = None,
+    steps: Annotated[
+        int,
+        typer.Option("--steps", min=4, help="Integrated-gradients steps to start from (doubled "
+                                            "until contributions sum to the prediction change)."),
+    ] = 64,
+    leave_one_out: Annotated[
+        bool,
+        typer.Option("--leave-one-out/--no-leave-one-out",
+                     help="Also compute each event's leave-one-out change."),
+    ] = True,
+    config: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Show which events moved a profile's prediction on date D.
+
+    Prints, for the profile's history in histories(D) and the champion model (or --version), the
+    prediction after each event and each event's contribution: integrated gradients on the
+    per-event inputs against an all-zero baseline (contributions sum to prediction minus
+    f(baseline); the gap is shown), and optionally the leave-one-out change. --json, --html and
+    --png write the same explanation for machines and people. Only pseudonymised ids are shown.
+    Exit codes: 0 done, 2 bad options or --target, 3 histories(D), predictions(D) (--top), the
+    model or the profile missing, 4 malformed histories or a tampered model file.
+    """
+    from rich.console import Console
+
+    from propensity.explain import lookup, render
+    from propensity.explain.profile import explain_ids
+    from propensity.histories.pseudonym import pseudonymise
+
+    if (profile is None) == (top is None):
+        raise UsageError("give exactly one of --profile ID and --top N")
+    if pseudonymised and profile is None:
+        raise UsageError("--pseudonymised goes with --profile")
+    cfg = load(config, sets)
+    try:
+        day = storage.as_date(date)
+    except ValueError as e:
+        raise UsageError(f"--date: {e}") from None
+
+    # stdout: the explanation is this command's output; wide when piped, so nothing is cut.
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    if profile is not None:
+        stored = profile if pseudonymised else pseudonymise([profile], cfg.pseudonym_key())[0]
+        explanations = explain_ids(cfg, day, [stored], target, version, steps, leave_one_out)
+        out.print(render.profile_table(explanations[0]))
+        document: dict = explanations[0]
+    else:
+        from propensity.explain.profile import load as load_model
+        from propensity.explain.profile import resolve_target
+
+        if target is None:
+            model, _ = load_model(cfg, version)
+            target, _ = resolve_target(model, None)
+        best = lookup.top_predictions(cfg, day, target, top)
+        if not best:
+            raise UsageError(f"predictions of {day} hold no score for {target}")
+        scored_by = sorted({b["model_version"] for b in best})
+        if version is None:
+            if len(scored_by) > 1:
+                raise UsageError(f"predictions of {day} mix model versions {scored_by}: pass --version")
+            version = scored_by[0]
+        explanations = explain_ids(cfg, day, [b["profile_id"] for b in best], target, version,
+                                   steps, leave_one_out)
+        for e, b in zip(explanations, best):
+            e["scored"] = {"score": b["score"], "model_version": b["model_version"]}
+        out.print(render.top_table(explanations))
+        document = {"date": day.isoformat(), "target": target, "model_version": version,
+                    "top": top, "profiles": explanations}
+
+    if json_out:
+        storage.write_bytes(json_out, json.dumps(document, indent=2).encode())
+    if html_out:
+        storage.write_bytes(html_out, render.html_page(explanations).encode())
+    if png_out:
+        storage.write_bytes(png_out, render.png_bytes(render.figure(explanations)))
+    log.info("explain done %s", kv(date=day, profiles=len(explanations), json=json_out,
+                                   html=html_out, png=png_out))

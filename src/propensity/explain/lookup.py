@@ -1,0 +1,141 @@
+"""Reading what an explanation needs: a few profiles of histories(D), the top of predictions(D),
+and a sample of histories(D) for the global summary, without reading whole partitions.
+
+The aggregation job writes each histories file sorted by profile_id, so Parquet row-group
+min/max statistics let a lookup skip almost every row group: one profile costs the footers plus
+the id column of one row group per file, then that row group's other columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from propensity import storage
+from propensity.errors import BadInput, MissingInput, UsageError
+from propensity.training.batches import LIST_COLUMNS
+
+COLUMNS = ["profile_id", *LIST_COLUMNS]
+
+
+def _id_column(pf: pq.ParquetFile, uri: str) -> int:
+    """Index of the profile_id leaf column in a file's Parquet schema."""
+    for i in range(pf.metadata.num_columns):
+        if pf.metadata.schema.column(i).path == "profile_id":
+            return i
+    raise BadInput(f"{uri}: histories column 'profile_id' is missing")
+
+
+def _may_hold(pf: pq.ParquetFile, group: int, column: int, ids: list[str]) -> bool:
+    stats = pf.metadata.row_group(group).column(column).statistics
+    if stats is None or not stats.has_min_max:
+        return True
+    lo, hi = stats.min, stats.max
+    if isinstance(lo, bytes):
+        lo, hi = lo.decode("utf-8", "replace"), hi.decode("utf-8", "replace")
+    return any(lo <= i <= hi for i in ids)
+
+
+def _columns(pf: pq.ParquetFile, uri: str) -> list[str]:
+    names = pf.schema_arrow.names
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        raise BadInput(f"{uri}: histories columns missing: {', '.join(missing)}")
+    return COLUMNS
+
+
+def find_histories(cfg, day: dt.date, stored_ids: list[str]) -> pa.Table:
+    """The histories(D) rows of the given (pseudonymised) ids, in the order given; ids not found
+    are absent from the result. Refuses an incomplete partition (exit 3)."""
+    files = storage.parquet_files(storage.partition(cfg.uri("histories"), day))
+    remaining = set(stored_ids)
+    found: list[pa.Table] = []
+    for uri in files:
+        if not remaining:
+            break
+        pf = storage.open_parquet(uri)
+        column = _id_column(pf, uri)
+        for group in range(pf.num_row_groups):
+            wanted = sorted(remaining)
+            if not wanted:
+                break
+            if not _may_hold(pf, group, column, wanted):
+                continue
+            ids = pf.read_row_group(group, columns=["profile_id"]).column(0)
+            mask = pc.is_in(ids, value_set=pa.array(wanted, pa.string()))
+            if not pc.any(mask).as_py():
+                continue
+            rows = pf.read_row_group(group, columns=_columns(pf, uri)).filter(mask)
+            found.append(rows)
+            remaining -= set(rows.column("profile_id").to_pylist())
+    if not found:
+        return pa.table({c: [] for c in COLUMNS}).slice(0, 0)
+    table = pa.concat_tables(found, promote_options="permissive")
+    order = {pid: i for i, pid in enumerate(stored_ids)}
+    keys = [order[pid] for pid in table.column("profile_id").to_pylist()]
+    return table.take(np.argsort(keys, kind="stable"))
+
+
+def sample_histories(cfg, day: dt.date, n: int, seed: int = 0) -> pa.Table:
+    """About `n` profiles of histories(D): whole row groups in a seeded random order until `n`
+    rows are read, then `n` of those rows at random. Files are sorted by pseudonymised id (a
+    keyed hash), so any row group is already a random sample of profiles."""
+    files = storage.parquet_files(storage.partition(cfg.uri("histories"), day))
+    groups = []
+    opened = {}
+    for uri in files:
+        pf = storage.open_parquet(uri)
+        opened[uri] = pf
+        groups.extend((uri, g) for g in range(pf.num_row_groups))
+    rng = np.random.default_rng(seed)
+    parts, rows = [], 0
+    for k in rng.permutation(len(groups)):
+        if rows >= n:
+            break
+        uri, g = groups[k]
+        pf = opened[uri]
+        part = pf.read_row_group(g, columns=_columns(pf, uri))
+        parts.append(part)
+        rows += part.num_rows
+    if not rows:
+        raise MissingInput(f"histories of {day} hold no profile to summarise")
+    table = pa.concat_tables(parts, promote_options="permissive")
+    if table.num_rows > n:
+        table = table.take(np.sort(rng.choice(table.num_rows, n, replace=False)))
+    return table
+
+
+def top_predictions(cfg, day: dt.date, target: str, n: int) -> list[dict]:
+    """The `n` highest-scored rows of predictions(D) for `target`, highest first: dicts with
+    profile_id, score, model_version. Streams the files, keeping only the top."""
+    files = storage.parquet_files(storage.partition(cfg.uri("predictions"), day))
+    if not files:
+        raise MissingInput(f"predictions of {day} hold no Parquet file")
+    best: list[tuple[float, str, str]] = []
+    for uri in files:
+        pf = storage.open_parquet(uri)
+        names = pf.schema_arrow.names
+        if target not in names:
+            targets = [c for c in names if c not in ("profile_id", "model_version")]
+            raise UsageError(f"--target {target!r}: {uri} has scores for {', '.join(targets)}")
+        for rb in pf.iter_batches(columns=["profile_id", target, "model_version"]):
+            k = min(n, rb.num_rows)
+            if not k:
+                continue
+            top = pc.select_k_unstable(rb, k, sort_keys=[(target, "descending")])
+            for row in pa.Table.from_batches([rb]).take(top).to_pylist():
+                if row[target] is None:
+                    continue
+                item = (float(row[target]), row["profile_id"], row["model_version"])
+                if len(best) < n:
+                    heapq.heappush(best, item)
+                elif item > best[0]:
+                    heapq.heapreplace(best, item)
+    return [
+        {"profile_id": p, "score": s, "model_version": v} for s, p, v in sorted(best, reverse=True)
+    ]

@@ -1,0 +1,264 @@
+"""Explanations for people: terminal tables (rich), PNG plots (matplotlib), HTML pages.
+
+Every renderer takes the JSON-ready dicts of `profile.explain_rows` / `summary.global_summary`,
+so what people see is exactly what machines get. Profile ids shown are pseudonymised.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import numpy as np
+from rich.table import Table
+from rich.text import Text
+
+from propensity.explain.profile import short
+
+_CMAP = "RdBu_r"  # red: pushes the prediction up, blue: pushes it down
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _img(fig) -> str:
+    return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(png_bytes(fig)).decode()}'>"
+
+
+def _bar(value: float, scale: float, width: int = 10) -> Text:
+    n = int(round(min(abs(value) / scale, 1.0) * width)) if scale > 0 else 0
+    return Text("█" * n, style="red" if value > 0 else "blue")
+
+
+def _fmt(value, spec: str = "") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def profile_table(e: dict) -> Table:
+    """The events of one explanation: time, type, article hash, price, running probability,
+    contribution (with a bar), leave-one-out."""
+    ig = e["integrated_gradients"]
+    table = Table(
+        title=(
+            f"profile {e['profile_id']} (pseudonymised) · {e['date']} · model {e['model_version']}"
+            f" · {e['target']} = {e['prediction']:.3f}"
+        ),
+        caption=(
+            f"contribution: integrated gradients from an all-zero input baseline, f(baseline) = "
+            f"{ig['baseline_prediction']:.3f}; they sum to {ig['sum_of_contributions']:+.4f}, "
+            f"f(x) - f(baseline) = {ig['expected_sum']:+.4f} (gap {ig['completeness_gap']:.4f}, "
+            f"{ig['steps']} steps). leave-one-out: f(x) - f(x without the event)."
+        ),
+        caption_justify="left",
+    )
+    for col, justify in [("#", "right"), ("time (UTC)", "left"), ("type", "left"),
+                         ("article", "right"), ("price", "right"), ("p after", "right"),
+                         ("contribution", "right"), ("", "left"), ("leave-one-out", "right")]:
+        table.add_column(col, justify=justify, no_wrap=True, overflow="ellipsis")
+    scale = max((abs(ev["contribution"]) for ev in e["events"]), default=0.0)
+    for ev in e["events"]:
+        c = ev["contribution"]
+        table.add_row(
+            str(ev["index"]),
+            ev["ts"][:16].replace("T", " "),
+            ev["event_type"] or "",
+            _fmt(ev["article"]),
+            _fmt(ev["price"], ".2f"),
+            f"{ev['running_probability']:.3f}",
+            Text(f"{c:+.4f}", style="red" if c > 0 else "blue"),
+            _bar(c, scale),
+            _fmt(ev["leave_one_out"], "+.4f"),
+        )
+    return table
+
+
+def _strongest(e: dict, k: int = 3) -> str:
+    events = sorted(e["events"], key=lambda ev: -abs(ev["contribution"]))[:k]
+    return ", ".join(f"{ev['event_type']}#{ev['index']} {ev['contribution']:+.3f}" for ev in events)
+
+
+def top_table(explanations: list[dict], scores: list[float] | None = None) -> Table:
+    """One line per explained profile: prediction, baseline, the strongest events."""
+    first = explanations[0]
+    table = Table(title=f"top {len(explanations)} · {first['date']} · model "
+                        f"{first['model_version']} · {first['target']}")
+    for col in ["rank", "profile", "prediction", "f(baseline)", "events", "strongest events",
+                "gap"]:
+        table.add_column(col)
+    for rank, e in enumerate(explanations, start=1):
+        ig = e["integrated_gradients"]
+        table.add_row(str(rank), short(e["profile_id"]), f"{e['prediction']:.3f}",
+                      f"{ig['baseline_prediction']:.3f}", str(e["n_events"]), _strongest(e),
+                      f"{ig['completeness_gap']:.4f}")
+    return table
+
+
+def _panel(fig, spec, e: dict) -> None:
+    """Running probability with events coloured by contribution, above the contributions."""
+    from matplotlib import colors
+
+    plt = _plt()
+    events = e["events"]
+    x = np.arange(len(events))
+    running = np.array([ev["running_probability"] for ev in events])
+    contrib = np.array([ev["contribution"] for ev in events])
+    scale = max(float(np.abs(contrib).max(initial=0.0)), 1e-9)
+    norm = colors.TwoSlopeNorm(vmin=-scale, vcenter=0.0, vmax=scale)
+    cmap = plt.get_cmap(_CMAP)
+    top, bottom = spec.subgridspec(2, 1, height_ratios=[2, 1], hspace=0.05).subplots(sharex=True)
+    top.step(x, running, where="post", color="0.4", lw=1, zorder=1)
+    points = top.scatter(x, running, c=contrib, cmap=cmap, norm=norm, s=40, edgecolor="k",
+                         linewidth=0.4, zorder=2)
+    base = e["integrated_gradients"]["baseline_prediction"]
+    top.axhline(base, color="0.5", ls=":", lw=1, label=f"f(baseline) = {base:.3f}")
+    top.axhline(e["prediction"], color="k", ls="--", lw=1,
+                label=f"prediction = {e['prediction']:.3f}")
+    top.set_ylim(-0.02, 1.02)
+    top.set_ylabel(f"P({e['target']})\nafter each event", fontsize=8)
+    top.legend(fontsize=7, loc="upper left")
+    top.set_title(f"profile {short(e['profile_id'])} · {e['date']} · model {e['model_version']}",
+                  fontsize=9)
+    bottom.bar(x, contrib, color=cmap(norm(contrib)), edgecolor="k", linewidth=0.3)
+    bottom.axhline(0, color="k", lw=0.6)
+    bottom.set_ylabel("contribution", fontsize=8)
+    step = max(1, len(events) // 40)  # readable tick labels on long histories
+    ticks = x[::step]
+    bottom.set_xticks(ticks, [f"{events[i]['event_type']} {events[i]['ts'][5:10]}" for i in ticks],
+                      rotation=60, ha="right", fontsize=7)
+    bottom.set_xlabel("events, oldest to newest (label: type, month-day)", fontsize=8)
+    fig.colorbar(points, ax=[top, bottom], fraction=0.03, pad=0.01, label="contribution")
+
+
+def figure(explanations: list[dict]):
+    """One two-row panel per explanation, stacked."""
+    plt = _plt()
+    n = len(explanations)
+    width = min(16.0, 6.0 + 0.12 * max(len(e["events"]) for e in explanations))
+    fig = plt.figure(figsize=(width, 4.2 * n))
+    grid = fig.add_gridspec(n, 1, hspace=0.55)
+    for i, e in enumerate(explanations):
+        _panel(fig, grid[i], e)
+    return fig
+
+
+def _profile_html(e: dict) -> str:
+    ig = e["integrated_gradients"]
+    esc = html.escape
+    rows = []
+    scale = max((abs(ev["contribution"]) for ev in e["events"]), default=0.0) or 1.0
+    for ev in e["events"]:
+        c = ev["contribution"]
+        width = int(round(60 * min(abs(c) / scale, 1.0)))
+        colour = "#c0392b" if c > 0 else "#2e6da4"
+        cells = [
+            str(ev["index"]), ev["ts"], ev["event_type"] or "", _fmt(ev["article"]),
+            _fmt(ev["price"], ".2f"), f"{ev['running_probability']:.3f}", f"{c:+.4f}",
+        ]
+        bar = f"<span style='display:inline-block;width:{width}px;height:9px;background:{colour}'></span>"
+        loo = _fmt(ev["leave_one_out"], "+.4f")
+        rows.append("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cells)
+                    + f"<td>{bar}</td><td>{esc(loo)}</td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ["#", "time (UTC)", "type", "article", "price",
+                                              "p after", "contribution", "", "leave-one-out"])
+    return (
+        f"<section><h2>profile {esc(e['profile_id'])} <small>(pseudonymised)</small></h2>"
+        f"<p>{esc(e['target'])} = <b>{e['prediction']:.3f}</b> on {esc(e['date'])}, model "
+        f"{esc(e['model_version'])}, {e['n_events']} events. Baseline ({esc(ig['baseline'])}): "
+        f"f(baseline) = {ig['baseline_prediction']:.3f}. Contributions (integrated gradients, "
+        f"{ig['steps']} steps) sum to {ig['sum_of_contributions']:+.4f}; f(x) - f(baseline) = "
+        f"{ig['expected_sum']:+.4f}; completeness gap {ig['completeness_gap']:.4f} "
+        f"(tolerance {ig['tolerance']}).</p>"
+        f"{_img(figure([e]))}"
+        f"<table><tr>{head}</tr>{''.join(rows)}</table></section>"
+    )
+
+
+_STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1200px}"
+    "table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;text-align:right}"
+    "td:nth-child(2),td:nth-child(3){text-align:left}img{max-width:100%}"
+)
+_HOW_TO_READ = (
+    "<p>How to read: the line is the model's prediction after each event (as if the history "
+    "ended there, scored at the end of the day). Each dot and bar is an event, coloured by its "
+    "contribution: red pushed the prediction up, blue down. Contributions are integrated "
+    "gradients from the baseline and add up to prediction − f(baseline). Leave-one-out is how "
+    "much lower the prediction would be without that event.</p>"
+)
+
+
+def html_page(explanations: list[dict]) -> str:
+    """A self-contained HTML page (plots inline) for one or more explanations."""
+    first = explanations[0]
+    title = (f"explanation · {first['date']} · model {first['model_version']} · "
+             f"{first['target']}")
+    sections = "".join(_profile_html(e) for e in explanations)
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{_HOW_TO_READ}"
+        f"{sections}</body></html>"
+    )
+
+
+def summary_figure(summary: dict):
+    """Mean |contribution| and mean signed contribution by event type and by recency."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    for ax, key, title in [(axes[0], "by_event_type", "event type"),
+                           (axes[1], "by_recency", "time before the prediction")]:
+        groups = [g for g, v in summary[key].items() if v["events"]]
+        x = np.arange(len(groups))
+        mean_abs = [summary[key][g]["mean_abs"] for g in groups]
+        mean = [summary[key][g]["mean"] for g in groups]
+        ax.bar(x - 0.2, mean_abs, width=0.4, color="0.6", label="mean |contribution|")
+        ax.bar(x + 0.2, mean, width=0.4, color=["#c0392b" if m > 0 else "#2e6da4" for m in mean],
+               label="mean contribution")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"per event, by {title}", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(
+        f"what drives {summary['target']}: {summary['profiles']} profiles of {summary['date']}, "
+        f"model {summary['model_version']}", fontsize=10,
+    )
+    return fig
+
+
+def summary_html(summary: dict) -> str:
+    """An HTML fragment (a <section>, plot inline) for the monitoring report."""
+    esc = html.escape
+    rows = []
+    for key, title in [("by_event_type", "event type"), ("by_recency", "recency")]:
+        for group, v in summary[key].items():
+            rows.append(
+                f"<tr><td>{esc(title)}</td><td>{esc(group)}</td><td>{v['events']}</td>"
+                f"<td>{v['mean_abs']:.4f}</td><td>{v['mean']:+.4f}</td>"
+                f"<td>{v['share_of_abs']:.1%}</td></tr>"
+            )
+    return (
+        "<section><h2>What drives the predictions</h2>"
+        f"<p>Integrated gradients of {esc(summary['target'])} for {summary['profiles']} sampled "
+        f"profiles ({summary['events']} events) of {esc(summary['date'])}, model "
+        f"{esc(summary['model_version'])}, baseline: {esc(summary['baseline'])}. Mean prediction "
+        f"{summary['mean_prediction']:.3f}, mean f(baseline) {summary['mean_baseline']:.3f}, "
+        f"largest completeness gap {summary['max_completeness_gap']:.4f}.</p>"
+        f"{_img(summary_figure(summary))}"
+        "<table><tr><th>by</th><th>group</th><th>events</th><th>mean |contribution|</th>"
+        "<th>mean contribution</th><th>share of |contribution|</th></tr>"
+        f"{''.join(rows)}</table></section>"
+    )

@@ -1,0 +1,107 @@
+"""Global attribution summary: which event types and recencies drive the predictions of a day.
+
+For a seeded sample of histories(D), integrated gradients (see `attribution`) for every event,
+then per group (event type; time before the prediction) the mean |contribution| (how much such
+events move predictions) and the mean signed contribution (in which direction), and each
+group's share of the total |contribution|. The monitoring report includes it through
+`global_summary(cfg, date, n_profiles)` and `render.summary_html(summary)`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from propensity import storage
+from propensity.explain import lookup
+from propensity.explain.attribution import BASELINE, integrated_gradients
+from propensity.explain.profile import load, resolve_target
+from propensity.training.batches import encode, length_buckets, prediction_time_ms
+from propensity.ui import kv, progress
+
+log = logging.getLogger(__name__)
+SUMMARY_STEPS = 32  # trapezoid intervals per profile (doubled where a profile's gap is larger)
+SUMMARY_TOLERANCE = 0.01  # completeness tolerance of the summary (it averages many events)
+BATCH = 32  # profiles per integrated-gradients batch
+# Recency buckets: upper edges in hours before the prediction time (end of D), and their names.
+RECENCY_EDGES = [24, 72, 168, 720]
+RECENCY_NAMES = ["< 1 day", "1-3 days", "3-7 days", "7-30 days", "> 30 days"]
+
+
+def _groups(names: np.ndarray, values: np.ndarray, order: list[str]) -> dict[str, dict]:
+    total_abs = float(np.abs(values).sum()) or 1.0
+    out = {}
+    for name in order:
+        v = values[names == name]
+        out[name] = {
+            "events": int(len(v)),
+            "mean_abs": round(float(np.abs(v).mean()), 6) if len(v) else 0.0,
+            "mean": round(float(v.mean()), 6) if len(v) else 0.0,
+            "share_of_abs": round(float(np.abs(v).sum()) / total_abs, 6),
+        }
+    return out
+
+
+def recency_bucket(hours: np.ndarray) -> np.ndarray:
+    """The recency bucket name of each event, from its hours before the prediction time."""
+    return np.array(RECENCY_NAMES, dtype=object)[np.searchsorted(RECENCY_EDGES, hours, "right")]
+
+
+def summarise(model, meta: dict, table: pa.Table, day: dt.date, target: str | None = None,
+              steps: int = SUMMARY_STEPS) -> dict:
+    """The global summary of the profiles of a histories table (see module docstring)."""
+    name, t = resolve_target(model, target)
+    encoded = encode(table, model.spec, day, source=f"histories of {day}")
+    contributions = np.zeros(int(encoded.offsets[-1]), dtype=np.float64)
+    predictions, baselines, gaps = [], [], []
+    batches = length_buckets(encoded.lengths, BATCH)
+    with progress() as bar:
+        task = bar.add_task("explaining", total=len(encoded))
+        for rows in batches:
+            batch = encoded.batch(rows)
+            ig = integrated_gradients(model, batch, t, steps=steps, tolerance=SUMMARY_TOLERANCE)
+            per_event = ig.contributions
+            for j, row in enumerate(rows):
+                n = int(encoded.lengths[row])
+                start = int(encoded.offsets[row])
+                contributions[start : start + n] = per_event[j, :n]
+            predictions.append(ig.prediction)
+            baselines.append(ig.baseline)
+            gaps.append(ig.gap)
+            bar.advance(task, len(rows))
+    types = np.array(model.spec.types, dtype=object)[encoded.event_type]
+    ts = table.column("ts").combine_chunks().flatten().cast(pa.int64()).to_numpy()
+    hours = (prediction_time_ms(day) - ts) / 3_600_000
+    gap = np.concatenate(gaps) if gaps else np.zeros(0)
+    return {
+        "date": day.isoformat(),
+        "model_version": meta["version"],
+        "target": name,
+        "method": "integrated_gradients",
+        "output": f"probability of {name}",
+        "baseline": BASELINE,
+        "profiles": len(encoded),
+        "events": int(len(contributions)),
+        "mean_prediction": round(float(np.concatenate(predictions).mean()), 6) if gaps else 0.0,
+        "mean_baseline": round(float(np.concatenate(baselines).mean()), 6) if gaps else 0.0,
+        "max_completeness_gap": round(float(gap.max(initial=0.0)), 6),
+        "by_event_type": _groups(types, contributions, list(model.spec.types)),
+        "by_recency": _groups(recency_bucket(hours), contributions, RECENCY_NAMES),
+    }
+
+
+def global_summary(cfg, date: dt.date | str, n_profiles: int = 200, target: str | None = None,
+                   version: str | None = None, seed: int = 0) -> dict:
+    """Global attribution summary of a seeded sample of `n_profiles` of histories(date), for
+    the champion (or `version`). JSON-ready dict; render with `render.summary_html`.
+    Raises IncompletePartition/MissingInput (exit 3) when histories(date) or the model is
+    missing."""
+    day = storage.as_date(date)
+    model, meta = load(cfg, version)
+    table = lookup.sample_histories(cfg, day, n_profiles, seed=seed)
+    log.info("global attribution summary %s",
+             kv(date=day, profiles=table.num_rows, model=meta["version"]))
+    return summarise(model, meta, table, day, target)
