@@ -84,7 +84,7 @@ def check(line: str, day: dt.date, cfg: Config) -> tuple[str | None, dict | None
         return "wrong_type", None
     if not v["profile_id"]:
         return "missing_profile_id", None
-    if v["ts"] is None:
+    if v["ts"] is None or v["ts"] == "":
         return "missing_ts", None
     if not v["event_type"]:
         return "missing_event_type", None
@@ -92,8 +92,10 @@ def check(line: str, day: dt.date, cfg: Config) -> tuple[str | None, dict | None
     if ts is None:
         return "bad_ts", None
     end = _ms(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), UTC))
-    if ts < end - cfg.histories.retention_days * 86_400_000 or ts > end + ev.future_tolerance_hours * 3_600_000:
-        return "absurd_ts", None
+    if ts < end - cfg.histories.retention_days * 86_400_000:
+        return "ts_too_old", None
+    if ts > end + ev.future_tolerance_hours * 3_600_000:
+        return "ts_in_future", None
     if price is not None and (math.isnan(price) or price < 0 or price > ev.max_price):
         return "bad_price", None
     return None, {**v, "ts": ts, "price": None if price is None else float(price)}
@@ -155,8 +157,8 @@ def read_raw(cfg: Config, days: list[dt.date]) -> dict[dt.date, list[str]]:
     for d in days:
         lines = []
         for uri in storage.list_files(storage.partition(cfg.uri("events"), d)):
-            data = storage.read_bytes(uri)
-            text = gzip.decompress(data) if uri.endswith(".gz") else data
+            data = storage.read_bytes(uri)  # pyarrow may already have decompressed a .gz
+            text = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
             lines += text.decode().split("\n")[:-1]
         out[d] = lines
     return out

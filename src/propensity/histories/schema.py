@@ -44,11 +44,11 @@ REASONS = (
     "oversize_field",  # a field longer than events.max_field_chars
     "wrong_type",  # a text field that is not a string, or a price that is not a number
     "missing_profile_id",
-    "missing_ts",
+    "missing_ts",  # absent, null or an empty string
     "missing_event_type",
     "bad_ts",  # neither ISO-8601 with a zone nor epoch milliseconds
-    "absurd_ts",  # before the retention window of the partition's day, or after its end
-    #               plus events.future_tolerance_hours
+    "ts_too_old",  # before the retention window of the partition's day
+    "ts_in_future",  # after the end of the partition's day + events.future_tolerance_hours
     "bad_price",  # negative, not finite, or above events.max_price
 )
 

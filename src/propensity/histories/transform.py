@@ -31,6 +31,11 @@ TEXT_KEYS = ("event_id", "profile_id", "event_type", "article_id", "brand", "cat
 EVENT_FIELDS = ["ts", "event_key", "event_type", "article", "brand", "category", "price"]
 ISO_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
 EPOCH_MS = r"^-?\d{1,15}$"
+HISTORY_DDL = (
+    "profile_id string, n_events int, first_ts timestamp, last_ts timestamp, ts array<timestamp>, "
+    "event_type array<string>, article array<bigint>, brand array<bigint>, "
+    "category array<bigint>, price array<double>, event_key array<bigint>"
+)
 DAY_MS = 86_400_000
 _CORRUPT = "_corrupt_record"
 
@@ -145,10 +150,11 @@ def validate(fields: DataFrame, cfg: Config, key: bytes) -> DataFrame:
         .when(oversize, "oversize_field")
         .when(~F.col("types_ok") | (f["price"].isNotNull() & p.isNull()), "wrong_type")
         .when(_blank(f["profile_id"]), "missing_profile_id")
-        .when(f["ts"].isNull(), "missing_ts")  # an empty string is an unparseable ts
+        .when(_blank(f["ts"]), "missing_ts")
         .when(_blank(f["event_type"]), "missing_event_type")
         .when(t.isNull(), "bad_ts")
-        .when((t < F.col("_start")) | (t > F.col("_future")), "absurd_ts")
+        .when(t < F.col("_start"), "ts_too_old")
+        .when(t > F.col("_future"), "ts_in_future")
         .when(p.isNotNull() & (F.isnan(p) | (p < 0) | (p > ev.max_price)), "bad_price")
     )
     checked = checked.withColumn("reason", reason)
@@ -201,32 +207,26 @@ def merge(events: DataFrame, previous: DataFrame | None, day: dt.date, cfg: Conf
         F.transform(firsts, lambda x: F.struct(*[x[c].alias(c) for c in EVENT_FIELDS])).alias("_new"),
     )
     if previous is None:
-        joined = incoming.select(
-            "profile_id",
-            F.lit(False).alias("_had"),
-            "_n_arrived",
-            F.size("_new").alias("_n_unique"),
-            F.size("_new").alias("_n_new"),
-            F.col("_new").alias("_all"),
-        )
-    else:
-        old = previous.select("profile_id", F.arrays_zip(*EVENT_FIELDS).alias("_old"))
-        j = old.join(incoming, "profile_id", "full_outer")
-        fresh = F.when(F.col("_old").isNull(), F.col("_new")).otherwise(
-            F.filter("_new", lambda x: ~F.array_contains(F.col("_old.event_key"), x["event_key"]))
-        )
-        j = j.withColumn("_fresh", fresh)
-        joined = j.select(
-            "profile_id",
-            F.col("_old").isNotNull().alias("_had"),
-            F.coalesce(F.col("_n_arrived"), F.lit(0)).alias("_n_arrived"),
-            F.coalesce(F.size("_new"), F.lit(0)).alias("_n_unique"),
-            F.coalesce(F.size("_fresh"), F.lit(0)).alias("_n_new"),
-            F.when(F.col("_new").isNull(), F.col("_old"))
-            .when(F.col("_old").isNull(), F.col("_new"))
-            .otherwise(F.concat("_old", "_fresh"))
-            .alias("_all"),
-        )
+        # An empty snapshot rather than a second code path: every mode then runs the same plan
+        # and writes the same schema (nullability included).
+        previous = events.sparkSession.createDataFrame([], HISTORY_DDL)
+    old = previous.select("profile_id", F.arrays_zip(*EVENT_FIELDS).alias("_old"))
+    j = old.join(incoming, "profile_id", "full_outer")
+    fresh = F.when(F.col("_old").isNull(), F.col("_new")).otherwise(
+        F.filter("_new", lambda x: ~F.array_contains(F.col("_old.event_key"), x["event_key"]))
+    )
+    j = j.withColumn("_fresh", fresh)
+    joined = j.select(
+        "profile_id",
+        F.col("_old").isNotNull().alias("_had"),
+        F.coalesce(F.col("_n_arrived"), F.lit(0)).alias("_n_arrived"),
+        F.coalesce(F.size("_new"), F.lit(0)).alias("_n_unique"),
+        F.coalesce(F.size("_fresh"), F.lit(0)).alias("_n_new"),
+        F.when(F.col("_new").isNull(), F.col("_old"))
+        .when(F.col("_old").isNull(), F.col("_new"))
+        .otherwise(F.concat("_old", "_fresh"))
+        .alias("_all"),
+    )
     cutoff = F.timestamp_millis(F.lit(cutoff_ms))
     within = joined.select(
         "*",
