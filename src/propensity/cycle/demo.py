@@ -51,6 +51,8 @@ spark:
   master: local[2]
   shuffle_partitions: 2
   driver_memory: 1g
+  conf:
+    spark.ui.showConsoleProgress: "false"   # the cycle prints its own progress
 """
 
 
