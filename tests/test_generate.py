@@ -19,9 +19,12 @@ from typer.testing import CliRunner
 
 from propensity import storage
 from propensity.cli import app
+from propensity.config import EventFields
 from propensity.events import behaviour as bm
-from propensity.events.generate import generate_stream
+from propensity.events.catalogue import CATEGORIES
+from propensity.events.generate import World, generate_stream
 from propensity.events.malformed import JSON_KINDS, PARQUET_KINDS
+from propensity.events.render import EVENT_TYPES, TS_EPOCH_MS, TS_ZONE_MINUTES, TS_ZONES, Renderer
 
 START = dt.date(2026, 3, 2)  # a Monday
 DAYS = 21
@@ -262,6 +265,37 @@ def test_truth_predicts_realised_orders(stream):
         assert roc_auc_score(label, truth["p_order_7d"]) > 0.65
         # Calibrated: the mean probability matches the realised share.
         assert abs(np.mean(truth["p_order_7d"]) - label.mean()) < 0.04
+
+
+def test_vectorised_json_lines_match_a_per_record_json_dumps():
+    """Oracle: the obvious renderer (a dict per record, datetime, json.dumps) gives the same bytes."""
+    world = World(3, 2000, 5)
+    cum = world.catalogue.cumulative_weights(2)
+    ev, _, _ = world.simulate(np.random.default_rng(0), 2, day(2), 0, 2000, cum, 0)
+    ev.ts_format[:] = np.arange(len(ev)) % (TS_EPOCH_MS + 1)  # every timestamp form
+    lines = Renderer(world.catalogue, world.profile_ids, EventFields()).json_lines(ev)
+    assert len(ev) > 500
+    cat, pids = world.catalogue, world.profile_ids.to_pylist()
+    for i, line in enumerate(lines.to_pylist()):
+        etype, fmt = EVENT_TYPES[ev.etype[i]], int(ev.ts_format[i])
+        if fmt == TS_EPOCH_MS:
+            ts = int(ev.ts[i])
+        else:
+            offset = dt.timezone(dt.timedelta(minutes=int(TS_ZONE_MINUTES[fmt])))
+            ts = dt.datetime.fromtimestamp(ev.ts[i] / 1000, offset).isoformat(
+                timespec="milliseconds"
+            )
+            ts = ts[:23] + TS_ZONES[fmt]
+        record = {"event_id": f"e{ev.event_id[i]}", "profile_id": pids[ev.profile[i]], "ts": ts}
+        record["event_type"] = etype
+        a = int(ev.article[i])
+        if etype not in ("search", "page_ping"):
+            record["article_id"] = cat.article_ids[a].as_py()
+            record["brand"] = cat.brand_ids[int(cat.brand[a])].as_py()
+            record["category"] = CATEGORIES[cat.category[a]]
+            if etype != "wishlist":
+                record["price"] = float(cat.price[a])
+        assert line == json.dumps(record, separators=(",", ":"))
 
 
 def test_order_probability_matches_a_simulated_chain():
