@@ -100,6 +100,7 @@ class HistoriesConfig(_Section):
     max_events: int = Field(200, gt=0)  # last N events kept per profile
     retention_days: int = Field(180, gt=0)  # events older than this (relative to D) are dropped
     output_files: int = Field(4, gt=0)  # Parquet files per snapshot (profiles hashed into them)
+    broadcast_max_events: int = Field(5_000_000, ge=0)  # broadcast the day's events up to this
 
 
 class PrivacyConfig(_Section):

@@ -190,7 +190,9 @@ def run(spark, cfg: Config, day: dt.date | str, mode: Mode = "incremental") -> d
         with stage("merge_write"):
             previous = spark.read.parquet(*previous_files) if previous_files else None
             good = checked.filter(F.col("reason").isNull())
-            merged = transform.merge(good, previous, day, cfg)
+            # The day's events are broadcast (the snapshot then streams, never shuffled) when few.
+            small = sum(c["ok"] for c in counts.values()) <= cfg.histories.broadcast_max_events
+            merged = transform.merge(good, previous, day, cfg, broadcast_events=small)
             obs = Observation("histories")
             merged = merged.observe(obs, *transform.merge_stats())
             snapshot = transform.finish(merged)

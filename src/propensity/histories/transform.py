@@ -170,7 +170,7 @@ def validate(fields: DataFrame, cfg: Config, key: bytes) -> DataFrame:
     return checked.select(
         "reason",
         F.when(~good, F.col("raw")).alias("raw"),
-        "source_file",
+        F.when(~good, F.col("source_file")).alias("source_file"),  # kept for bad records only
         "src_day",
         F.when(good, pseudonym_column(f["profile_id"], key)).alias("profile_id"),
         F.timestamp_millis(t).alias("ts"),
@@ -184,16 +184,25 @@ def validate(fields: DataFrame, cfg: Config, key: bytes) -> DataFrame:
     )
 
 
-def merge(events: DataFrame, previous: DataFrame | None, day: dt.date, cfg: Config) -> DataFrame:
-    """Good events (+ the previous snapshot) -> one row per profile with its new history in
-    `_hist` and statistics columns (`_had`, `_n_arrived`, `_n_unique`, `_n_new`, `_n_all`,
-    `_n_within`, `n_events`), including profiles whose events all expired (n_events = 0).
+def merge(
+    events: DataFrame,
+    previous: DataFrame | None,
+    day: dt.date,
+    cfg: Config,
+    broadcast_events: bool = False,
+) -> DataFrame:
+    """Good events (+ the previous snapshot) -> one row per profile with the history columns
+    and statistics columns (`_had`, `_n_arrived`, `_n_unique`, `_n_new`, `_n_all`,
+    `_n_within`), including profiles whose events all expired (n_events = 0).
 
     Duplicates (same event_key within a profile) keep the first delivery: the one already in
     the previous snapshot, else the one from the earliest partition, else the smallest record.
+    The snapshot is never shuffled when `broadcast_events` (the day's events fit in memory):
+    its rows stream through a broadcast join, and a profile without new events whose history
+    is still inside the window is passed through untouched.
     """
     n_max = cfg.histories.max_events
-    cutoff_ms = int(window_start(day, cfg.histories.retention_days).timestamp() * 1000)
+    cutoff = F.timestamp_millis(F.lit(int(window_start(day, cfg.histories.retention_days).timestamp() * 1000)))
     arrived = F.struct("event_key", "src_day", *[c for c in EVENT_FIELDS if c != "event_key"])
     grouped = events.groupBy("profile_id").agg(F.array_sort(F.collect_list(arrived)).alias("_arrived"))
     # Sorted by key then delivery: the first of each run of equal keys is the one kept.
@@ -210,42 +219,45 @@ def merge(events: DataFrame, previous: DataFrame | None, day: dt.date, cfg: Conf
         # An empty snapshot rather than a second code path: every mode then runs the same plan
         # and writes the same schema (nullability included).
         previous = events.sparkSession.createDataFrame([], HISTORY_DDL)
-    old = previous.select("profile_id", F.arrays_zip(*EVENT_FIELDS).alias("_old"))
-    j = old.join(incoming, "profile_id", "full_outer")
-    fresh = F.when(F.col("_old").isNull(), F.col("_new")).otherwise(
-        F.filter("_new", lambda x: ~F.array_contains(F.col("_old.event_key"), x["event_key"]))
-    )
-    j = j.withColumn("_fresh", fresh)
-    joined = j.select(
+    previous = previous.select(*HISTORY_COLUMNS)
+    known = previous.join(F.broadcast(incoming) if broadcast_events else incoming, "profile_id", "left")
+    created = incoming.join(previous.select("profile_id"), "profile_id", "left_anti").select(
         "profile_id",
-        F.col("_old").isNotNull().alias("_had"),
-        F.coalesce(F.col("_n_arrived"), F.lit(0)).alias("_n_arrived"),
-        F.coalesce(F.size("_new"), F.lit(0)).alias("_n_unique"),
-        F.coalesce(F.size("_fresh"), F.lit(0)).alias("_n_new"),
-        F.when(F.col("_new").isNull(), F.col("_old"))
-        .when(F.col("_old").isNull(), F.col("_new"))
-        .otherwise(F.concat("_old", "_fresh"))
-        .alias("_all"),
+        *[F.lit(None).cast(f.dataType).alias(f.name) for f in previous.schema.fields[1:]],
+        "_n_arrived",
+        "_new",
     )
-    cutoff = F.timestamp_millis(F.lit(cutoff_ms))
-    within = joined.select(
+    j = known.unionByName(created)
+    had, new = F.col("n_events").isNotNull(), F.col("_new")
+    j = j.select(
         "*",
-        F.size("_all").alias("_n_all"),
-        F.array_sort(F.filter("_all", lambda x: x["ts"] >= cutoff)).alias("_within"),
-    ).drop("_all")
+        had.alias("_had"),
+        (new.isNull() & (F.col("first_ts") >= cutoff)).alias("_untouched"),
+        F.when(had & new.isNotNull(), F.filter(new, lambda x: ~F.array_contains("event_key", x["event_key"])))
+        .otherwise(new)
+        .alias("_fresh"),
+    )
+    old = F.arrays_zip(*EVENT_FIELDS)
+    every = F.when(new.isNull(), old).when(~F.col("_had"), F.col("_fresh")).otherwise(F.concat(old, "_fresh"))
+    j = j.select(
+        "*",
+        F.when(~F.col("_untouched"), F.array_sort(F.filter(every, lambda x: x["ts"] >= cutoff))).alias("_within"),
+    )
     n = F.size("_within")
-    hist = within.select(
-        "*",
-        n.alias("_n_within"),
-        F.slice("_within", F.greatest(n - n_max + 1, F.lit(1)), n_max).alias("_hist"),
-    ).drop("_within")
-    size = F.size("_hist")
-    return hist.select(
-        "*",
-        size.cast("int").alias("n_events"),
-        F.get(F.col("_hist"), 0)["ts"].alias("first_ts"),
-        F.get(F.col("_hist"), size - 1)["ts"].alias("last_ts"),
-        *[F.col("_hist")[c].alias(c) for c in EVENT_FIELDS],
+    j = j.select("*", F.slice("_within", F.greatest(n - n_max + 1, F.lit(1)), n_max).alias("_hist"))
+    keep, size = F.col("_untouched"), F.size("_hist")
+    return j.select(
+        "profile_id",
+        F.when(keep, F.col("n_events")).otherwise(size.cast("int")).alias("n_events"),
+        F.when(keep, F.col("first_ts")).otherwise(F.get(F.col("_hist"), 0)["ts"]).alias("first_ts"),
+        F.when(keep, F.col("last_ts")).otherwise(F.get(F.col("_hist"), size - 1)["ts"]).alias("last_ts"),
+        *[F.when(keep, F.col(c)).otherwise(F.col("_hist")[c]).alias(c) for c in EVENT_FIELDS],
+        "_had",
+        F.coalesce(F.col("_n_arrived"), F.lit(0)).alias("_n_arrived"),
+        F.coalesce(F.size(new), F.lit(0)).alias("_n_unique"),
+        F.coalesce(F.size("_fresh"), F.lit(0)).alias("_n_new"),
+        (F.coalesce(F.col("n_events"), F.lit(0)) + F.coalesce(F.size("_fresh"), F.lit(0))).alias("_n_all"),
+        F.when(keep, F.col("n_events")).otherwise(n).alias("_n_within"),
     )
 
 
