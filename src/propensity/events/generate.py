@@ -424,17 +424,14 @@ def write_part(
     storage.write_bytes(uri, gzip.compress(joined_lines(lines), compresslevel=GZIP_LEVEL, mtime=0))
 
 
-def joined_lines(lines: pa.Array) -> bytes:
-    """The strings of an array as newline-terminated lines, in one buffer."""
-    if not len(lines):
-        return b""
-    whole = pa.ListArray.from_arrays(
-        pa.array([0, len(lines)], pa.int32()), lines.cast(pa.large_string())
-    )
-    return (
-        pc.binary_join(whole, pa.scalar("\n", pa.large_string()))[0].as_buffer().to_pybytes()
-        + b"\n"
-    )
+def joined_lines(lines: pa.Array) -> pa.Buffer:
+    """The strings of an array as newline-terminated lines, in one buffer (no Python copies)."""
+    terminated = pc.binary_join_element_wise(lines, "\n", "")  # a fresh array: offset 0
+    offsets = np.frombuffer(terminated.buffers()[1], np.int32, len(terminated) + 1)
+    data = terminated.buffers()[2]
+    if data is None or not len(terminated):
+        return pa.py_buffer(b"")
+    return data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 
 def write_truth(
