@@ -73,6 +73,13 @@ def test_gpu_image_and_force():
     ]  # fmt: skip
 
 
+def test_steps_refer_to_job_files_that_exist():
+    """The spark-submit step runs files bootstrap.sh installs from jobs/ under /opt/propensity."""
+    for path in (emr.AGGREGATE_JOB, emr.AGGREGATE_CONF):
+        assert (REPO / path.removeprefix(emr.HOME + "/")).is_file(), path
+    assert f"/usr/local/bin/{emr.WRAPPER}" in (REPO / "jobs/emr/bootstrap.sh").read_text()
+
+
 def test_steps_json_file_matches_the_submitter():
     """jobs/emr/steps.json (for `aws emr add-steps`) is what `emr submit` adds, date left open."""
     on_disk = json.loads((REPO / "jobs/emr/steps.json").read_text())
