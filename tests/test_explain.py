@@ -96,9 +96,9 @@ def test_integration_is_refined_until_complete(world):
     table = lookup.find_histories(cfg, DAY, [stored(cfg, data.PLANTED), stored(cfg, data.QUIET)])
     batch = encode(table, model.spec, DAY).batch(np.arange(2))
     coarse = integrated_gradients(model, batch, 0, steps=2, tolerance=1.0)
-    fine = integrated_gradients(model, batch, 0, steps=2, tolerance=1e-4)
+    fine = integrated_gradients(model, batch, 0, steps=2, tolerance=1e-3)
     assert coarse.steps == 2 and fine.steps > 2
-    assert fine.gap.max() <= 1e-4
+    assert coarse.gap.max() > 1e-3 >= fine.gap.max()
     with torch.no_grad():
         direct = torch.sigmoid(model(batch)[:, 0]).numpy()
     np.testing.assert_allclose(fine.prediction, direct, atol=1e-6)
@@ -171,6 +171,7 @@ def test_cli_exit_codes(world, tmp_path):
     assert cli(storage_set, "--profile", data.PLANTED, "--target", "nope").exit_code == 2
     assert cli(storage_set).exit_code == 2  # neither --profile nor --top
     assert cli(storage_set, "--profile", data.PLANTED, "--top", "2").exit_code == 2
+    assert cli(storage_set, "--top", "2", "--summary", "5").exit_code == 2
     bad_date = runner.invoke(app, ["explain", "--date", "yesterday", "--profile", "x"])
     assert bad_date.exit_code == 2 and "--date" in bad_date.output
     no_model = runner.invoke(app, ["explain", "--date", DAY.isoformat(), "--profile",
@@ -199,8 +200,8 @@ def test_top_explains_the_highest_scored_profiles(world, tmp_path):
     assert (tmp_path / "top.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_global_summary_finds_the_deciding_event_type(world):
-    cfg, _, _ = world
+def test_global_summary_finds_the_deciding_event_type(world, tmp_path):
+    cfg, storage_set, _ = world
     summary = global_summary(cfg, DAY, n_profiles=48, seed=1)
     assert summary["profiles"] == 48
     by_type = summary["by_event_type"]
@@ -219,6 +220,11 @@ def test_global_summary_finds_the_deciding_event_type(world):
     same = lookup.sample_histories(cfg, DAY, 48, seed=1).column("profile_id")
     assert same == lookup.sample_histories(cfg, DAY, 48, seed=1).column("profile_id")
     assert same != lookup.sample_histories(cfg, DAY, 48, seed=2).column("profile_id")
+
+    result = cli(storage_set, "--summary", "12", "--html", str(tmp_path / "s.html"))
+    assert result.exit_code == 0, result.output
+    assert "checkout" in result.output and "7-30 days" in result.output
+    assert "<section>" in (tmp_path / "s.html").read_text()
 
 
 def test_a_full_length_history_is_explained_completely(world):

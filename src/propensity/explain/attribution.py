@@ -70,7 +70,7 @@ def _trapezoid(model, x: torch.Tensor, batch: Batch, target: int, alphas: np.nda
     """sum_i weights[i] * grad f(alphas[i] * x) over the alphas, and f at each alpha."""
     n, t, f = x.shape
     per_pass = max(1, _CHUNK_STEPS // max(n * t, 1))
-    total = torch.zeros_like(x)
+    total = torch.zeros_like(x, dtype=torch.float64)  # many small terms: sum in double
     values = {}
     for start in range(0, len(alphas), per_pass):
         a = torch.tensor(alphas[start : start + per_pass], dtype=x.dtype)
@@ -80,7 +80,7 @@ def _trapezoid(model, x: torch.Tensor, batch: Batch, target: int, alphas: np.nda
         with torch.enable_grad():
             out = torch.sigmoid(model.forward_from_embedded(path, repeat(batch, k))[:, target])
             (grad,) = torch.autograd.grad(out.sum(), path)
-        total += (w.view(k, 1, 1, 1) * grad.view(k, n, t, f)).sum(0)
+        total += (w.view(k, 1, 1, 1) * grad.view(k, n, t, f)).sum(0, dtype=torch.float64)
         for i, alpha in enumerate(alphas[start : start + per_pass]):
             values[float(alpha)] = out.detach().view(k, n)[i]
     return total, values
@@ -110,7 +110,7 @@ def integrated_gradients(
     grads, values = _trapezoid(model, x, batch, target, alphas, weights)
     total = grads  # sum of weighted gradients on the current grid, before dividing by steps
     while True:
-        features = (x * total / steps).numpy()
+        features = (x.double() * total / steps).numpy()
         result = Attribution(
             prediction=values[1.0].numpy(),
             baseline=values[0.0].numpy(),

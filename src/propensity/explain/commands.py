@@ -30,6 +30,12 @@ def explain(
         typer.Option("--top", min=1, show_default=False,
                      help="Explain the N highest-scored profiles of predictions(D) instead."),
     ] = None,
+    summary: Annotated[
+        Optional[int],
+        typer.Option("--summary", min=1, show_default=False,
+                     help="Global attribution summary over N sampled profiles of histories(D): "
+                          "mean |contribution| and mean contribution by event type and recency."),
+    ] = None,
     pseudonymised: Annotated[
         bool,
         typer.Option("--pseudonymised",
@@ -78,6 +84,8 @@ def explain(
     per-event inputs against an all-zero baseline (contributions sum to prediction minus
     f(baseline); the gap is shown), and optionally the leave-one-out change. --json, --html and
     --png write the same explanation for machines and people. Only pseudonymised ids are shown.
+    --top N explains the N highest-scored profiles of predictions(D); --summary N summarises
+    which event types and recencies drive the predictions of N sampled profiles.
     Exit codes: 0 done, 2 bad options or --target, 3 histories(D), predictions(D) (--top), the
     model or the profile missing, 4 malformed histories or a tampered model file.
     """
@@ -87,8 +95,8 @@ def explain(
     from propensity.explain.profile import explain_ids
     from propensity.histories.pseudonym import pseudonymise
 
-    if (profile is None) == (top is None):
-        raise UsageError("give exactly one of --profile ID and --top N")
+    if sum(x is not None for x in (profile, top, summary)) != 1:
+        raise UsageError("give exactly one of --profile ID, --top N and --summary N")
     if pseudonymised and profile is None:
         raise UsageError("--pseudonymised goes with --profile")
     cfg = load(config, sets)
@@ -99,6 +107,19 @@ def explain(
 
     # stdout: the explanation is this command's output; wide when piped, so nothing is cut.
     out = Console(width=None if sys.stdout.isatty() else 160)
+    if summary is not None:
+        from propensity.explain.summary import global_summary
+
+        result = global_summary(cfg, day, summary, target, version)
+        out.print(render.summary_table(result))
+        if json_out:
+            storage.write_bytes(json_out, json.dumps(result, indent=2).encode())
+        if html_out:
+            page = render.page(f"what drives the predictions · {day}", render.summary_html(result))
+            storage.write_bytes(html_out, page.encode())
+        if png_out:
+            storage.write_bytes(png_out, render.png_bytes(render.summary_figure(result)))
+        return
     if profile is not None:
         stored = profile if pseudonymised else pseudonymise([profile], cfg.pseudonym_key())[0]
         explanations = explain_ids(cfg, day, [stored], target, version, steps, leave_one_out)

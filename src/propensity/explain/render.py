@@ -201,17 +201,20 @@ _HOW_TO_READ = (
 )
 
 
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page around `body`."""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+
+
 def html_page(explanations: list[dict]) -> str:
     """A self-contained HTML page (plots inline) for one or more explanations."""
     first = explanations[0]
     title = (f"explanation · {first['date']} · model {first['model_version']} · "
              f"{first['target']}")
-    sections = "".join(_profile_html(e) for e in explanations)
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{_HOW_TO_READ}"
-        f"{sections}</body></html>"
-    )
+    return page(title, _HOW_TO_READ + "".join(_profile_html(e) for e in explanations))
 
 
 def summary_figure(summary: dict):
@@ -237,6 +240,27 @@ def summary_figure(summary: dict):
         f"model {summary['model_version']}", fontsize=10,
     )
     return fig
+
+
+def summary_table(summary: dict) -> Table:
+    """The global summary for the terminal: one row per event type and recency bucket."""
+    table = Table(
+        title=(f"what drives {summary['target']} · {summary['profiles']} profiles of "
+               f"{summary['date']} · model {summary['model_version']}"),
+        caption=(f"integrated gradients per event; mean prediction {summary['mean_prediction']:.3f}"
+                 f", mean f(baseline) {summary['mean_baseline']:.3f}, largest completeness gap "
+                 f"{summary['max_completeness_gap']:.4f}"),
+        caption_justify="left",
+    )
+    for col in ["by", "group", "events", "mean |contribution|", "mean contribution",
+                "share of |contribution|"]:
+        table.add_column(col, justify="left" if col in ("by", "group") else "right")
+    for key, title in [("by_event_type", "event type"), ("by_recency", "recency")]:
+        for group, v in summary[key].items():
+            table.add_row(title, group, str(v["events"]), f"{v['mean_abs']:.4f}",
+                          Text(f"{v['mean']:+.4f}", style="red" if v["mean"] > 0 else "blue"),
+                          f"{v['share_of_abs']:.1%}")
+    return table
 
 
 def summary_html(summary: dict) -> str:
