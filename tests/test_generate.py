@@ -401,3 +401,22 @@ def test_cli_defaults_to_the_configs_events_location(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert storage.list_partitions(str(tmp_path / "events")) == [day(0)]
+
+
+def test_truth_has_a_column_per_order_target(tmp_path):
+    targets = (
+        "targets=[{name: order_7d, event_types: [order], horizon_days: 7},"
+        " {name: order_3d, event_types: [order], horizon_days: 3},"
+        " {name: return_14d, event_types: [return], horizon_days: 14}]"
+    )
+    out = str(tmp_path / "events")
+    result = CliRunner().invoke(
+        app,
+        ["generate", "--start", "2026-03-02", "--days", "2", "--profiles", "300"]
+        + ["--out", out, "--set", targets],
+    )
+    assert result.exit_code == 0, result.output
+    truth = storage.read_parquet(storage.partition(f"{out}/_truth", day(1)))
+    assert truth.column_names == ["profile_id", "p_order_7d", "p_order_3d"]
+    p3, p7 = truth.column("p_order_3d").to_numpy(), truth.column("p_order_7d").to_numpy()
+    assert (p3 <= p7 + 1e-12).all() and (p3 < p7).mean() > 0.99  # a shorter horizon, less likely

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
 
 from propensity.cli_options import ConfigOption, SetOption, load
 from propensity.errors import UsageError
+from propensity.ui import kv
+
+log = logging.getLogger(__name__)
 
 
 def generate(
@@ -21,7 +25,7 @@ def generate(
         int,
         typer.Option(
             "--profiles",
-            help="Profiles in the shop (about 1.5 events per profile and day).",
+            help="Profiles in the shop (about 1.4 records per profile and day: 470000 x 30 days = 20M).",
             show_default=False,
         ),
     ],
@@ -59,10 +63,13 @@ def generate(
         day = storage.as_date(start)
     except ValueError as e:
         raise UsageError(f"--start: {e}") from None
-    # Truth can be computed for targets that are orders within a horizon.
+    # The planted model knows order probabilities only: truth for targets that are orders.
     horizons = {
         f"p_{t.name}": t.horizon_days for t in cfg.targets if list(t.event_types) == ["order"]
     }
+    for t in cfg.targets:
+        if f"p_{t.name}" not in horizons:
+            log.warning(kv(target=t.name, truth="none", reason="not an order target"))
     try:
         summary = generate_stream(
             out or cfg.uri("events"),
