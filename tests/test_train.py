@@ -44,6 +44,7 @@ def settings(tmp_path, histories, *extra):
         "training.batch_size=64",
         "training.max_epochs=3",
         "training.warm_epochs=1",
+        "model.article_buckets=4096",  # small tables: fewer parameters to update per step
         *extra,
     ]
 
@@ -116,7 +117,9 @@ def test_train_end_to_end_warm_start_and_gate(tmp_path, histories):
 
     # Gate rejection: version kept with its decision, champion untouched, exit 10.
     pointer = store.read_champion(cfg)
-    result = cli_train(D2, [*sets, "model.hidden_size=16", "gate.min_auc=0.99"], "--cold")
+    result = cli_train(
+        D2, [*sets, "model.hidden_size=16", "gate.min_auc=0.99", "training.max_epochs=1"], "--cold"
+    )
     assert result.exit_code == 10, result.output
     assert "gate REJECTED" in result.output and "min_auc" in result.output
     assert store.read_champion(cfg) == pointer
@@ -144,7 +147,7 @@ def test_gate_decisions():
 
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, histories):
-    sets = settings(tmp_path, histories, "training.max_epochs=2")
+    sets = settings(tmp_path, histories, "training.max_epochs=2", "training.max_examples=300")
     cfg = make_config(tmp_path / "data", *sets[1:])
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg, D, callbacks=[Interrupt()])
@@ -166,3 +169,10 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, hist
     for name, tensor in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[name], tensor, rtol=0, atol=0)
     assert resumed["metrics"] == straight["metrics"]
+
+
+def test_missing_histories_partition_exits_3(tmp_path, histories):
+    # D+3 needs histories(D-4) for inputs, which does not exist.
+    result = cli_train(D + dt.timedelta(days=3), settings(tmp_path, histories))
+    assert result.exit_code == 3, result.output
+    assert "dt=2026-01-16" in result.output

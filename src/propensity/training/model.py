@@ -20,6 +20,9 @@ from torch import nn
 
 from propensity.training.batches import CONTEXT_FEATURES, Batch, FeatureSpec
 
+# Log features (hours, prices) span about 0..10: scaled to about 0..2.5 so LSTM gates and the
+# head start out of saturation.
+_LOG_SCALE = 0.25
 # Architecture fields: two models whose `architecture()` match can exchange weights (warm start).
 _ARCH_FIELDS = (
     "hidden_size",
@@ -71,6 +74,9 @@ class PropensityModel(nn.Module):
         self.input_size = start
         self.lstm = nn.LSTM(self.input_size, m.hidden_size, num_layers=1, batch_first=True)
         n_context = len(CONTEXT_FEATURES)
+        scale = torch.ones(n_context)
+        scale[CONTEXT_FEATURES.index("log_hours_since_last")] = _LOG_SCALE
+        self.register_buffer("context_scale", scale, persistent=False)
         self.head = nn.Sequential(
             nn.Dropout(m.dropout),
             nn.Linear(m.hidden_size + n_context, m.hidden_size),
@@ -101,8 +107,8 @@ class PropensityModel(nn.Module):
             self.article_emb(batch.article),
             self.brand_emb(batch.brand),
             self.category_emb(batch.category),
-            batch.log_gap.unsqueeze(-1),
-            batch.log_price.unsqueeze(-1),
+            (batch.log_gap * _LOG_SCALE).unsqueeze(-1),
+            (batch.log_price * _LOG_SCALE).unsqueeze(-1),
             torch.sin(angle).unsqueeze(-1),
             torch.cos(angle).unsqueeze(-1),
             nn.functional.one_hot(batch.weekday, 7).to(batch.log_gap.dtype),
@@ -116,7 +122,8 @@ class PropensityModel(nn.Module):
         return out
 
     def _head(self, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([hidden, context.to(hidden.dtype)], dim=-1))
+        context = context.to(hidden.dtype) * self.context_scale.to(hidden.dtype)
+        return self.head(torch.cat([hidden, context], dim=-1))
 
     def forward_from_embedded(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Logits [B, n_targets] from per-event vectors `x` (output of `embed`)."""

@@ -113,6 +113,8 @@ def fit(cfg, examples: Examples, model, epochs: int, folder: str, callbacks=()) 
 
     from propensity.training.lightning import BestWeights, PropensityTask, loader
 
+    # Lightning sets its own loggers to INFO on import; keep its banners out of job logs.
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     accelerator, precision = device_settings(cfg)
     t = cfg.training
     os.makedirs(folder, exist_ok=True)
@@ -153,8 +155,6 @@ def fit(cfg, examples: Examples, model, epochs: int, folder: str, callbacks=()) 
     resume = last if os.path.exists(last) else None
     if resume:
         log.info("resuming %s", kv(checkpoint=last))
-    # Lightning sets its own loggers to INFO on import; keep its banners out of job logs.
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
@@ -185,7 +185,7 @@ def _jsonable(obj):
     return obj
 
 
-def _champion_metrics(cfg, champion: str | None, examples: Examples) -> dict | None:
+def _champion_metrics(cfg, champion: str | None, examples: Examples, device: str) -> dict | None:
     """The champion's metrics on the candidate's validation examples (its own feature spec)."""
     if champion is None:
         return None
@@ -193,7 +193,7 @@ def _champion_metrics(cfg, champion: str | None, examples: Examples) -> dict | N
 
     model, meta = store.load_model(cfg, champion)
     encoded = encode(examples.table, model.spec, examples.input_day)
-    scores = predict(model, encoded, examples.val_rows, cfg.scoring.batch_size)
+    scores = predict(model, encoded, examples.val_rows, cfg.scoring.batch_size, device)
     common = [t for t in model.targets if t in cfg.target_names]
     cols = [cfg.target_names.index(t) for t in common]
     return metrics(
@@ -228,10 +228,11 @@ def train(cfg, day: dt.date, cold: bool = False, callbacks=()) -> dict:
     )
     fitted = fit(cfg, examples, model, epochs, folder, callbacks)
 
+    device = "cuda" if fitted["accelerator"] == "gpu" else "cpu"
     val_y = examples.labels[examples.val_rows]
-    scores = predict(model, examples.encoded, examples.val_rows, cfg.scoring.batch_size)
+    scores = predict(model, examples.encoded, examples.val_rows, cfg.scoring.batch_size, device)
     cand = metrics(scores, val_y, cfg.target_names)
-    gate = decide(cfg.gate, cand, _champion_metrics(cfg, champion, examples))
+    gate = decide(cfg.gate, cand, _champion_metrics(cfg, champion, examples, device))
     gate["champion_version"] = champion
 
     reference = summarize(
