@@ -22,7 +22,7 @@ from propensity.cli import app
 from propensity.config import EventFields
 from propensity.events import behaviour as bm
 from propensity.events.catalogue import CATEGORIES
-from propensity.events.generate import World, generate_stream
+from propensity.events.generate import World, generate_stream, part_name
 from propensity.events.malformed import JSON_KINDS, PARQUET_KINDS
 from propensity.events.render import EVENT_TYPES, TS_EPOCH_MS, TS_ZONE_MINUTES, TS_ZONES, Renderer
 
@@ -92,10 +92,8 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path, fmt)
         runs[name] = files_of(str(tmp_path / name))
     assert runs["a"] == runs["b"]
     assert sorted(runs["a"]) == sorted(runs["c"])
-    assert (
-        runs["a"]["dt=2026-03-03/part-00000." + ("jsonl.gz" if fmt == "jsonl" else "parquet")]
-        != runs["c"]["dt=2026-03-03/part-00000." + ("jsonl.gz" if fmt == "jsonl" else "parquet")]
-    )
+    part = f"dt=2026-03-03/{part_name(0, fmt)}"
+    assert runs["a"][part] != runs["c"][part]
 
 
 def test_layout_markers_and_truth_files(stream):
