@@ -2,7 +2,7 @@
 
 Every profile has a few noise events (view, search, add_to_cart, wishlist, remove_from_cart);
 about half also have exactly one `checkout`. Profiles with a checkout order within the next days
-(90%), the others rarely (5%). A model trained on this through the trainer's own code must learn
+(95%), the others rarely (3%). A model trained on this through the trainer's own code must learn
 that the checkout drives the prediction, so an explanation of a planted history must give the
 checkout the largest contribution.
 
@@ -76,14 +76,14 @@ def simulate(n_profiles: int, seed: int = 0) -> dict[str, list]:
     window = day_ms(INPUT_DAY + dt.timedelta(days=1)) - window_start
     out: dict[str, list] = {}
     for p in range(n_profiles):
-        k = int(rng.integers(3, 15))
+        k = int(rng.integers(3, 11))
         times = np.sort(window_start + rng.integers(0, window, size=k))
         kinds = list(rng.choice(NOISE, size=k, p=NOISE_P))
         checkout = rng.random() < 0.5
         if checkout:
             kinds[int(rng.integers(0, k))] = "checkout"
         events = [_noise_event(rng, int(t), kind) for t, kind in zip(times, kinds)]
-        if rng.random() < (0.9 if checkout else 0.05):
+        if rng.random() < (0.95 if checkout else 0.03):
             later = day_ms(INPUT_DAY + dt.timedelta(days=int(rng.integers(1, 7))))
             events.append(event(later + int(rng.integers(0, DAY_MS)), "order", price=40.0))
         out[raw_id(p)] = events
