@@ -51,6 +51,13 @@ def padded_oracle(model, table: pa.Table, day) -> dict[str, float]:
     return dict(zip(table.column("profile_id").to_pylist(), probs[:, 0].tolist()))
 
 
+def assert_same_scores(a: pa.Table, b: pa.Table):
+    """Same profiles in the same order, scores equal up to float rounding of thread splits."""
+    assert a.column("profile_id").equals(b.column("profile_id"))
+    np.testing.assert_allclose(a.column("order_7d").to_numpy(), b.column("order_7d").to_numpy(),
+                               atol=1e-6)
+
+
 def assert_one_row_per_profile(out: pa.Table, histories: pa.Table):
     ids = out.column("profile_id")
     assert out.num_rows == histories.num_rows
@@ -190,7 +197,7 @@ def test_local_worker_processes_give_the_same_predictions(cfg, tmp_path):
     one = predictions(cfg).sort_by("profile_id")
     run(cfg, DAY, workers=2, restart=True)
     two = predictions(cfg).sort_by("profile_id")
-    assert one.select(["profile_id", "order_7d"]).equals(two.select(["profile_id", "order_7d"]))
+    assert_same_scores(one, two)
     manifest = storage.read_json(storage.join(storage.partition(cfg.uri("predictions"), DAY),
                                               "manifest.json"))
     assert {s["worker"] for s in manifest["shards"].values()} == {"0", "1"}
@@ -222,8 +229,7 @@ def test_spark_engine_writes_the_same_predictions(cfg, spark):
     assert manifest["engine"] == "spark"
     assert {s["worker"] for s in manifest["shards"].values()} == {"spark"}
     on_spark = predictions(cfg).sort_by("profile_id")
-    assert local.select(["profile_id", "order_7d"]).equals(
-        on_spark.select(["profile_id", "order_7d"]))
+    assert_same_scores(local, on_spark)
     # Downstream readers: Spark reads the partition's Parquet files (manifest.json sits beside).
     reader = spark.read.option("pathGlobFilter", "*.parquet")
     assert reader.parquet(storage.partition(cfg.uri("predictions"), DAY)).count() == 500
