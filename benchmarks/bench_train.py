@@ -1,7 +1,8 @@
 """Quality and speed of `propensity train` on generated data with a known truth.
 
 Run (by hand, not in CI):
-    .venv/bin/python benchmarks/bench_train.py data    --dir /tmp/bench-train --profiles 200000 --days 35
+    .venv/bin/python benchmarks/bench_train.py data --dir /tmp/bench-train --profiles 200000 \
+        --days 35
     .venv/bin/python benchmarks/bench_train.py quality --dir /tmp/bench-train
     .venv/bin/python benchmarks/bench_train.py speed   --dir /tmp/bench-train [--rows 30000]
 

@@ -67,7 +67,8 @@ def simulate(n_profiles: int, start: dt.date, end: dt.date, seed: int = 0) -> di
                 price = float(rng.lognormal(3, 1)) if article is not None else None
                 events.append(event(base + int(t), kind, article, brand, category, price))
             if rng.random() < 1 / (1 + np.exp(-(-2.5 + 1.8 * z))):
-                events.append(event(base + int(times[-1]) + 60_000, "order", None, None, None, 40.0))
+                order_ts = base + int(times[-1]) + 60_000
+                events.append(event(order_ts, "order", None, None, None, 40.0))
         if events:
             events.sort(key=lambda e: e[0])
             out[f"p{seed:03d}-{p:06d}"] = events

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -62,9 +65,10 @@ def test_tampered_weights_are_refused_naming_the_file(config, damage):
 def test_versions_list_only_complete_and_next_version_counts_leftovers(config):
     publish_version(config, "2026-01-20.1")
     # A crashed run left weights but no model.json: not listed, but its name is not reused.
-    storage.write_bytes(storage.join(store.version_uri(config, "2026-01-20.2"), store.WEIGHTS), b"x")
+    leftover = storage.join(store.version_uri(config, "2026-01-20.2"), store.WEIGHTS)
+    storage.write_bytes(leftover, b"x")
     assert store.version_names(config) == ["2026-01-20.1"]
-    assert store.next_version(config, __import__("datetime").date(2026, 1, 20)) == "2026-01-20.3"
+    assert store.next_version(config, dt.date(2026, 1, 20)) == "2026-01-20.3"
 
 
 def cli(cfg, *args):
@@ -104,5 +108,5 @@ def test_promote_and_rollback_move_only_the_pointer(config):
     result = cli(config, "list")
     assert result.exit_code == 0
     assert "2026-01-21.1" in result.output and "rejected" in result.output
-    listed = __import__("json").loads(cli(config, "list", "--json").output)
+    listed = json.loads(cli(config, "list", "--json").output)
     assert listed["champion"] == "2026-01-21.1" and len(listed["versions"]) == 4

@@ -136,7 +136,8 @@ def test_gate_decisions():
     gate = GateConfig(min_auc=0.6, max_auc_drop=0.01)
     cand = {"a": {"auroc": 0.70}, "b": {"auroc": 0.65}}
     assert decide(gate, cand, None)["decision"] == "approved"
-    assert decide(gate, cand, {"a": {"auroc": 0.705}, "b": {"auroc": 0.5}})["decision"] == "approved"
+    within = {"a": {"auroc": 0.705}, "b": {"auroc": 0.5}}
+    assert decide(gate, cand, within)["decision"] == "approved"
     rejected = decide(gate, cand, {"a": {"auroc": 0.72}})
     assert rejected["decision"] == "rejected"
     assert "a: AUROC 0.7000 is 0.0200 below the champion's 0.7200" in rejected["reasons"][0]
@@ -176,3 +177,14 @@ def test_missing_histories_partition_exits_3(tmp_path, histories):
     result = cli_train(D + dt.timedelta(days=3), settings(tmp_path, histories))
     assert result.exit_code == 3, result.output
     assert "dt=2026-01-16" in result.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_training_uses_mixed_precision(tmp_path, histories):
+    cfg = make_config(tmp_path / "data", *settings(tmp_path, histories, "training.max_epochs=1")[1:])
+    meta = train(cfg, D)
+    assert meta["training"]["accelerator"] == "gpu"
+    assert meta["training"]["precision"] in ("bf16-mixed", "16-mixed")
+    model, _ = load_model(cfg)  # published weights load on CPU
+    assert next(model.parameters()).device.type == "cpu"

@@ -44,7 +44,9 @@ def reference_rows(table: pa.Table, spec: FeatureSpec, as_of: dt.date) -> list[d
                 "log_gap": gaps,
                 "log_price": [math.log1p(p) if p is not None else 0.0 for p in row["price"]],
                 "hour": [(t % 86_400_000) / 3.6e6 for t in ts],
-                "weekday": [dt.datetime.fromtimestamp(t / 1000, dt.timezone.utc).weekday() for t in ts],
+                "weekday": [
+                    dt.datetime.fromtimestamp(t / 1000, dt.timezone.utc).weekday() for t in ts
+                ],
                 "since_last": math.log1p((end - ts[-1]) / 3.6e6),
             }
         )
@@ -77,7 +79,8 @@ def test_batches_equal_per_row_reference(config, table):
                 assert got[:n].tolist() == ref[name], name
                 assert not got[n:].any(), f"{name} padding must be zero"
             for name in ["log_gap", "log_price", "hour"]:
-                np.testing.assert_allclose(getattr(batch, name)[b, :n].numpy(), ref[name], rtol=1e-5, atol=1e-5)
+                got = getattr(batch, name)[b, :n].numpy()
+                np.testing.assert_allclose(got, ref[name], rtol=1e-5, atol=1e-5)
             assert batch.context[b, 0].item() == pytest.approx(ref["since_last"], rel=1e-5)
             assert batch.context[b, 1 + (DAY + dt.timedelta(days=1)).weekday()] == 1.0
     assert seen == set(range(table.num_rows))

@@ -99,7 +99,8 @@ def promote(
 
     cfg = load(config, sets)
     move = store.promote(cfg, version, by, reason, force=force)
-    typer.echo(f"champion: {move['from'] or 'none'} -> {move['version']} (by {move['by']}: {reason})")
+    before = move["from"] or "none"
+    typer.echo(f"champion: {before} -> {move['version']} (by {move['by']}: {reason})")
 
 
 @app.command("rollback")

@@ -135,11 +135,12 @@ def move_champion(cfg, version: str, action: str, by: str | None, reason: str) -
 def promote(cfg, version: str, by: str | None, reason: str, force: bool = False) -> dict:
     """Make `version` the champion by hand. A version the gate rejected needs `force`."""
     meta = read_metadata(cfg, version)
-    decision = (meta.get("gate") or {}).get("decision")
+    gate = meta.get("gate") or {}
+    decision = gate.get("decision")
     if decision != "approved" and not force:
         raise UsageError(
             f"model version {version} was {decision or 'not gated'} by the gate "
-            f"({'; '.join(meta.get('gate', {}).get('reasons', []))}); pass --force to promote it anyway"
+            f"({'; '.join(gate.get('reasons', []))}); pass --force to promote it anyway"
         )
     if champion_version(cfg) == version:
         raise UsageError(f"model version {version} is already the champion")
@@ -160,7 +161,8 @@ def rollback(cfg, by: str | None, reason: str) -> dict:
     """Move the champion pointer back to the previous champion."""
     pointer = read_champion(cfg)
     if not pointer:
-        raise MissingInput(f"no champion at {storage.join(root(cfg), CHAMPION)}: nothing to roll back")
+        where = storage.join(root(cfg), CHAMPION)
+        raise MissingInput(f"no champion at {where}: nothing to roll back")
     target = rollback_target(pointer)
     if not target:
         raise UsageError(f"champion {pointer['version']} has no earlier champion to roll back to")

@@ -49,14 +49,16 @@ def metrics(scores: np.ndarray, y: np.ndarray, targets: list[str]) -> dict[str, 
         p = torch.from_numpy(np.ascontiguousarray(scores[:, j], dtype=np.float32))
         t = torch.from_numpy(np.ascontiguousarray(y[:, j])).long()
         both = 0 < int(t.sum()) < len(t)
-        eps = 1e-7
-        pc = p.double().clamp(eps, 1 - eps)
+        some = len(t) > 0
+        pc = p.double().clamp(1e-7, 1 - 1e-7)
         log_loss = -(t * pc.log() + (1 - t) * (1 - pc).log()).mean()
         out[name] = {
             "auroc": float(binary_auroc(p, t)) if both else math.nan,
             "average_precision": float(binary_average_precision(p, t)) if both else math.nan,
-            "log_loss": float(log_loss) if len(t) else math.nan,
-            "calibration_error": float(binary_calibration_error(p, t, n_bins=15)) if len(t) else math.nan,
+            "log_loss": float(log_loss) if some else math.nan,
+            "calibration_error": (
+                float(binary_calibration_error(p, t, n_bins=15)) if some else math.nan
+            ),
             "positives": int(t.sum()),
             "examples": int(len(t)),
         }

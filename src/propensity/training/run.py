@@ -196,9 +196,8 @@ def _champion_metrics(cfg, champion: str | None, examples: Examples, device: str
     scores = predict(model, encoded, examples.val_rows, cfg.scoring.batch_size, device)
     common = [t for t in model.targets if t in cfg.target_names]
     cols = [cfg.target_names.index(t) for t in common]
-    return metrics(
-        scores[:, [model.targets.index(t) for t in common]], examples.labels[examples.val_rows][:, cols], common
-    )
+    own = [model.targets.index(t) for t in common]
+    return metrics(scores[:, own], examples.labels[examples.val_rows][:, cols], common)
 
 
 def train(cfg, day: dt.date, cold: bool = False, callbacks=()) -> dict:
@@ -283,16 +282,18 @@ def train(cfg, day: dt.date, cold: bool = False, callbacks=()) -> dict:
 def _print_summary(meta: dict) -> None:
     """The decision and its numbers on stdout, for people and job logs."""
     gate = meta["gate"]
+    start = f"warm from {meta['parent_version']}" if meta["warm_start"] else "cold"
     lines = [
-        f"model {meta['version']} ({'warm from ' + meta['parent_version'] if meta['warm_start'] else 'cold'}"
-        f", trained for {meta['training_date']}): gate {gate['decision'].upper()}",
+        f"model {meta['version']} ({start}, trained for {meta['training_date']}): "
+        f"gate {gate['decision'].upper()}",
     ]
     for target, m in meta["metrics"].items():
         champ = (gate["champion_auc"] or {}).get(target)
         lines.append(
             f"  {target}: auroc={_num(m['auroc'])} champion_auroc={_num(champ)} "
             f"average_precision={_num(m['average_precision'])} log_loss={_num(m['log_loss'])} "
-            f"calibration_error={_num(m['calibration_error'])} positives={m['positives']}/{m['examples']}"
+            f"calibration_error={_num(m['calibration_error'])} "
+            f"positives={m['positives']}/{m['examples']}"
         )
     lines += [f"  reason: {r}" for r in gate["reasons"]]
     before = gate["champion_version"] or "none"
