@@ -168,6 +168,8 @@ class MonitoringConfig(_Section):
     auc_drop_threshold: float = Field(0.05, gt=0)  # realised vs validation AUC
     trend_days: int = Field(14, gt=0)
     null_share_threshold: float = Field(0.1, gt=0)  # absolute change of a field's null share
+    # Profiles sampled for the report's global attribution summary (explain); 0 = none.
+    attribution_profiles: int = Field(0, ge=0)
 
 
 class EmrConfig(_Section):
