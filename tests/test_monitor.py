@@ -142,7 +142,12 @@ def test_trend_covers_earlier_reports_and_missing_input_exits_3(config):
     for i, day in enumerate([DAY - dt.timedelta(days=1), DAY]):
         write_histories(config, day, 300, files=1, seed=10 + i)
         run(config, day)
-        assert monitor(config, day).exit_code == 0
-    page = storage.read_bytes(storage.join(storage.partition(config.uri("reports"), DAY),
-                                           "report.html")).decode()
+    assert monitor(config, DAY - dt.timedelta(days=1)).exit_code == 0
+    # The second day also carries the explanation stage's global attribution summary.
+    result = monitor(config, DAY, "--set", "monitoring.attribution_profiles=8")
+    assert result.exit_code == 0, result.output
+    part = storage.partition(config.uri("reports"), DAY)
+    page = storage.read_bytes(storage.join(part, "report.html")).decode()
     assert "Trend (last 2 reports)" in page
+    assert "What drives the predictions" in page
+    assert storage.read_json(storage.join(part, "monitoring.json"))["attribution"]["profiles"] == 8

@@ -66,9 +66,17 @@ def run_monitor(cfg: Config, day: dt.date) -> dict[str, Any]:
         ),
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    attribution_html = None
+    if m.attribution_profiles:
+        from propensity.explain.render import summary_html
+        from propensity.explain.summary import global_summary
+
+        attribution = global_summary(cfg, day, m.attribution_profiles, version=version)
+        result["attribution"] = attribution
+        attribution_html = summary_html(attribution)
     out = storage.partition(cfg.uri("reports"), day)
     storage.delete(storage.join(out, storage.MARKER))  # a rerun: incomplete until rewritten
-    page = report.render(result, current, reference, _trend(cfg, day, result))
+    page = report.render(result, current, reference, _trend(cfg, day, result), attribution_html)
     storage.write_json(storage.join(out, RESULT), result)
     storage.write_bytes(storage.join(out, HTML), page.encode())
     storage.mark_complete(out)

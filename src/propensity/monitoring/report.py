@@ -3,7 +3,8 @@
 Sections: a verdict line; every check (value, threshold, pass/fail); score histograms against
 the reference; input distributions against the reference (numeric histograms, event-type mix,
 null shares); the trend of the checks over the last `monitoring.trend_days` reports; realised
-quality of D-H (AUROC/AP against validation, calibration) once labels have matured.
+quality of D-H (AUROC/AP against validation, calibration) once labels have matured; the
+explanation stage's global attribution summary when `monitoring.attribution_profiles` > 0.
 """
 
 from __future__ import annotations
@@ -150,8 +151,10 @@ def _status(passed: bool | None) -> str:
     return '<td class="ok">pass</td>' if passed else '<td class="bad">FAIL</td>'
 
 
-def render(result: dict, current: dict, reference: dict, trend: list[dict]) -> str:
-    """The whole report as one HTML string (no external resources)."""
+def render(result: dict, current: dict, reference: dict, trend: list[dict],
+           attribution_html: str | None = None) -> str:
+    """The whole report as one HTML string (no external resources); `attribution_html` is the
+    explanation stage's global attribution summary (a <section>), when configured."""
     failed = [c["name"] for c in result["checks"] if c["passed"] is False]
     quality = result["quality"]
     q_failed = [t for t, r in quality.get("targets", {}).items() if r["passed"] is False]
@@ -206,5 +209,7 @@ def render(result: dict, current: dict, reference: dict, trend: list[dict]) -> s
             f"<th>result</th></tr>{qrows}</table>",
             f"<img src='data:image/png;base64,{_png(calibration_figure(quality))}'>",
         ]
+    if attribution_html:
+        parts.append(attribution_html)
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -28,7 +28,13 @@ import torch
 from propensity import storage
 from propensity.monitoring import stats
 from propensity.scoring.layout import SHARD_META_KEY, Shard
-from propensity.training.batches import LIST_COLUMNS, EncodedHistories, encode, length_buckets
+from propensity.training.batches import (
+    LIST_COLUMNS,
+    Batch,
+    EncodedHistories,
+    encode,
+    length_buckets,
+)
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
@@ -71,14 +77,23 @@ def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
                 thread.join(0.05)
 
 
+def model_batches(encoded: EncodedHistories, batch_size: int) -> list[Batch]:
+    """The trainer's batches of `encoded`: rows grouped by history length, padded per batch."""
+    return [encoded.batch(rows) for rows in length_buckets(encoded.lengths, batch_size)]
+
+
+def score_batches(model: torch.nn.Module, batches: list[Batch], rows: int) -> np.ndarray:
+    """Probabilities [rows, n_targets] (float32), put back in row order through `batch.rows`."""
+    out = np.empty((rows, len(model.targets)), dtype=np.float32)
+    with torch.inference_mode():
+        for batch in batches:
+            out[batch.rows.numpy()] = torch.sigmoid(model(batch)).numpy()
+    return out
+
+
 def score_encoded(model: torch.nn.Module, encoded: EncodedHistories, batch_size: int) -> np.ndarray:
     """Probabilities [N, n_targets] (float32) in the row order of `encoded`."""
-    out = np.empty((len(encoded), len(model.targets)), dtype=np.float32)
-    with torch.inference_mode():
-        for rows in length_buckets(encoded.lengths, batch_size):
-            batch = encoded.batch(rows)
-            out[rows] = torch.sigmoid(model(batch)).numpy()
-    return out
+    return score_batches(model, model_batches(encoded, batch_size), len(encoded))
 
 
 def score_table(
@@ -123,15 +138,18 @@ def score_shard(
     pf = storage.open_parquet(source)
     columns = [c for c in INPUT_COLUMNS if c in pf.schema_arrow.names]
 
-    def encoded_batches():
+    def read_and_batch():
+        # In the reader thread: Parquet decoding, encoding and padding, so that the main thread
+        # does little but the forward pass.
         for rb in pf.iter_batches(
             batch_size=cfg.scoring.read_rows, row_groups=shard.row_groups, columns=columns
         ):
-            yield rb, encode(rb, model.spec, as_of, source=source)
+            encoded = encode(rb, model.spec, as_of, source=source)
+            yield rb, model_batches(encoded, cfg.scoring.batch_size)
 
     ids, scores, summaries = [], [], []
-    for rb, encoded in prefetch(encoded_batches()):
-        probs = score_encoded(model, encoded, cfg.scoring.batch_size)
+    for rb, batches in prefetch(read_and_batch(), depth=1):
+        probs = score_batches(model, batches, rb.num_rows)
         ids.append(rb.column("profile_id"))
         scores.append(probs)
         summaries.append(
