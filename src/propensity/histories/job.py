@@ -93,13 +93,20 @@ def extract_events(spark, cfg: Config, days: list[dt.date]):
     for day in days:
         part = storage.partition(cfg.uri("events"), day)
         storage.require_complete(part)
+        by_kind: dict[str, list[str]] = {"text": [], "parquet": []}
         for uri in storage.list_files(part):
             if uri.endswith(TEXT_SUFFIXES):
-                text.append(spark_path(spark, uri))
+                by_kind["text"].append(uri)
             elif uri.endswith(".parquet"):
-                parquet.append(spark_path(spark, uri))
+                by_kind["parquet"].append(uri)
             else:
                 raise BadInput(f"{uri}: unknown event file type (expected JSON lines or Parquet)")
+        for kind, out in (("text", text), ("parquet", parquet)):
+            # A folder of one kind goes to Spark as one path (it skips hidden files): cheaper
+            # than hundreds of file paths, which Spark lists with a job of its own.
+            single = not by_kind["parquet" if kind == "text" else "text"]
+            paths = [part] if single and by_kind[kind] else by_kind[kind]
+            out.extend(spark_path(spark, u) for u in paths)
     src_day = F.to_date(F.regexp_extract("source_file", r"dt=(\d{4}-\d{2}-\d{2})/[^/]*$", 1))
     frames = []
     if text:
@@ -192,7 +199,7 @@ def run(spark, cfg: Config, day: dt.date | str, mode: Mode = "incremental") -> d
             good = checked.filter(F.col("reason").isNull())
             # The day's events are broadcast (the snapshot then streams, never shuffled) when few.
             small = sum(c["ok"] for c in counts.values()) <= cfg.histories.broadcast_max_events
-            merged = transform.merge(good, previous, day, cfg, broadcast_events=small)
+            merged = transform.merge(good, previous, day, cfg, broadcast_events=small and bool(previous_files))
             obs = Observation("histories")
             merged = merged.observe(obs, *transform.merge_stats())
             snapshot = transform.finish(merged)

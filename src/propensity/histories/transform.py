@@ -204,17 +204,8 @@ def merge(
     n_max = cfg.histories.max_events
     cutoff = F.timestamp_millis(F.lit(int(window_start(day, cfg.histories.retention_days).timestamp() * 1000)))
     arrived = F.struct("event_key", "src_day", *[c for c in EVENT_FIELDS if c != "event_key"])
-    grouped = events.groupBy("profile_id").agg(F.array_sort(F.collect_list(arrived)).alias("_arrived"))
-    # Sorted by key then delivery: the first of each run of equal keys is the one kept.
-    firsts = F.filter(
-        "_arrived",
-        lambda x, i: (i == 0) | (F.get(F.col("_arrived"), i - 1)["event_key"] != x["event_key"]),
-    )
-    incoming = grouped.select(
-        "profile_id",
-        F.size("_arrived").alias("_n_arrived"),
-        F.transform(firsts, lambda x: F.struct(*[x[c].alias(c) for c in EVENT_FIELDS])).alias("_new"),
-    )
+    # Only the collected lists travel through the joins: the per-profile work below runs once.
+    incoming = events.groupBy("profile_id").agg(F.collect_list(arrived).alias("_arrived"))
     if previous is None:
         # An empty snapshot rather than a second code path: every mode then runs the same plan
         # and writes the same schema (nullability included).
@@ -224,10 +215,19 @@ def merge(
     created = incoming.join(previous.select("profile_id"), "profile_id", "left_anti").select(
         "profile_id",
         *[F.lit(None).cast(f.dataType).alias(f.name) for f in previous.schema.fields[1:]],
-        "_n_arrived",
-        "_new",
+        "_arrived",
     )
-    j = known.unionByName(created)
+    j = known.unionByName(created).withColumn("_arrived", F.array_sort("_arrived"))
+    # Sorted by key then delivery: the first of each run of equal keys is the one kept.
+    firsts = F.filter(
+        "_arrived",
+        lambda x, i: (i == 0) | (F.get(F.col("_arrived"), i - 1)["event_key"] != x["event_key"]),
+    )
+    j = j.select(
+        *[c for c in j.columns if c != "_arrived"],
+        F.size("_arrived").alias("_n_arrived"),
+        F.transform(firsts, lambda x: F.struct(*[x[c].alias(c) for c in EVENT_FIELDS])).alias("_new"),
+    )
     had, new = F.col("n_events").isNotNull(), F.col("_new")
     j = j.select(
         "*",
