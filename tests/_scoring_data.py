@@ -142,7 +142,8 @@ def publish_model(
         "types": cfg.events.types,
         "targets": cfg.target_names,
         "training_date": day.isoformat(),
-        "metrics": metrics or {t: {"auroc": 0.7, "average_precision": 0.3} for t in cfg.target_names},
+        "metrics": metrics
+        or {t: {"auroc": 0.7, "average_precision": 0.3} for t in cfg.target_names},
         "gate": {"decision": "approved", "reasons": []},
     }
     store.publish(cfg, version, store.weights_bytes(model), meta, reference)

@@ -34,7 +34,8 @@ def cfg(tmp_path):
 def cli(cfg, *args):
     result = runner.invoke(app, ["score", "--date", str(DAY), *args,
                                  "--set", f"storage.root={cfg.storage.root}",
-                                 "--set", "scoring.read_rows=128", "--set", "scoring.shard_rows=300",
+                                 "--set", "scoring.read_rows=128",
+                                 "--set", "scoring.shard_rows=300",
                                  "--set", "scoring.batch_size=64"])
     return result
 

@@ -94,7 +94,9 @@ def checks(current: dict, reference: dict, cfg: Config) -> list[dict[str, Any]]:
     cur_types = current["event_types"]["counts"]
     names = sorted(set(ref_types) | set(cur_types))
     if sum(ref_types.values()) and sum(cur_types.values()):
-        value = js_distance([ref_types.get(k, 0) for k in names], [cur_types.get(k, 0) for k in names])
+        value = js_distance(
+            [ref_types.get(k, 0) for k in names], [cur_types.get(k, 0) for k in names]
+        )
     else:
         value = None
     out.append(_check("event_type_mix", "inputs", "jensen_shannon", value, m.js_threshold,

@@ -59,7 +59,7 @@ def average_precision(y: np.ndarray, p: np.ndarray) -> float | None:
 
 
 def calibration(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
-    """Mean predicted vs observed rate on 10 equal-width bins, and the expected calibration error."""
+    """Mean predicted vs observed rate on 10 equal-width bins; expected calibration error."""
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     idx = np.clip((p * CALIBRATION_BINS).astype(int), 0, CALIBRATION_BINS - 1)
@@ -71,7 +71,8 @@ def calibration(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     ece = float(np.sum(count * np.abs(np.nan_to_num(mean_p - rate))) / max(len(p), 1))
     return {
         "bins": [
-            {"low": i / CALIBRATION_BINS, "high": (i + 1) / CALIBRATION_BINS, "count": int(count[i]),
+            {"low": i / CALIBRATION_BINS, "high": (i + 1) / CALIBRATION_BINS,
+             "count": int(count[i]),
              "mean_predicted": None if not count[i] else float(mean_p[i]),
              "observed_rate": None if not count[i] else float(rate[i])}
             for i in range(CALIBRATION_BINS)

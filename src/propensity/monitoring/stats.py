@@ -30,7 +30,8 @@ NULLABLE_FIELDS = ("article", "brand", "category", "price")
 _MS_PER_DAY = 86_400_000.0
 
 # Fixed bin edges of the numeric inputs; the trailing comment gives the unit.
-_DAY_EDGES = [0, 0.125, 0.25, 0.5, 1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90, 120, 150, 180, 270, 365]
+_DAY_EDGES = [0, 0.125, 0.25, 0.5, 1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90, 120, 150, 180, 270,
+              365]
 _PRICE_EDGES = [0, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000, 1e4, 1e5]
 _LENGTH_STEPS = [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 125, 150, 200,
                  300, 500, 1000]
@@ -199,7 +200,9 @@ def _finish(summary: dict[str, Any]) -> dict[str, Any]:
         _finish_histogram(hist)
     events = summary["events"]
     counts = summary["event_types"]["counts"]
-    summary["event_types"]["shares"] = {k: (v / events if events else 0.0) for k, v in counts.items()}
+    summary["event_types"]["shares"] = {
+        k: (v / events if events else 0.0) for k, v in counts.items()
+    }
     summary["unknown_type_share"] = counts.get("other", 0) / events if events else 0.0
     summary["null_shares"] = {
         k: (v / events if events else 0.0) for k, v in summary["null_counts"].items()

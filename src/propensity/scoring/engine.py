@@ -1,14 +1,13 @@
 """Score shards of histories with a model: stream row groups, bucket by length, write whole.
 
 Memory stays bounded: a shard is read in record batches of `scoring.read_rows` rows by a reader
-thread (Parquet decoding and feature encoding overlap with the model's forward pass, both of
-which release the GIL), and only the shard's output (profile ids and scores) is kept until its
-file is written in one piece.
+thread, which also encodes them and builds the padded model batches (numpy and Arrow release
+the GIL), at most one read batch ahead of the forward pass in the calling thread; only the
+shard's output (profile ids and scores) is kept until its file is written in one piece.
 
 Scores are `sigmoid(model(batch))` of the trainer's own `PropensityModel` on the trainer's own
 batches (`training.batches.encode` + `length_buckets`), so they equal the training-time forward
-pass; rows are sorted by history length inside each read batch so that padding costs little.
-"""
+pass; rows are sorted by history length inside each read batch so that padding costs little."""
 
 from __future__ import annotations
 

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from propensity import storage
-from propensity.config import Config
 from propensity.errors import BadInput, MissingInput
 from propensity.monitoring import stats
 from propensity.ui import kv
@@ -169,7 +168,9 @@ def missing(out: str, plan: Plan) -> list[Shard]:
     return [s for s in plan.shards if s.id not in done]
 
 
-def finalize(out: str, plan: Plan, model: ModelRef, day: dt.date, extra: dict | None = None) -> dict:
+def finalize(
+    out: str, plan: Plan, model: ModelRef, day: dt.date, extra: dict | None = None
+) -> dict:
     """Check every shard, write manifest.json, the marker, then move latest.json.
 
     Raises MissingInput while shards are missing, BadInput when a shard file disagrees with the
@@ -183,7 +184,9 @@ def finalize(out: str, plan: Plan, model: ModelRef, day: dt.date, extra: dict | 
     planned = {s.id for s in plan.shards}
     strays = sorted(set(files) - planned)
     if strays:
-        raise BadInput(f"predictions {out}: files of unplanned shards {strays}; rerun with --restart")
+        raise BadInput(
+            f"predictions {out}: files of unplanned shards {strays}; rerun with --restart"
+        )
     absent = sorted(planned - set(files))
     if absent:
         raise MissingInput(

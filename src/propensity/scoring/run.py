@@ -118,7 +118,9 @@ def run(
     if array and (worker_index is None or num_workers is None):
         raise UsageError("--worker-index and --num-workers go together")
     if array and not 0 <= worker_index < num_workers:
-        raise UsageError(f"--worker-index {worker_index} must be in [0, --num-workers {num_workers})")
+        raise UsageError(
+            f"--worker-index {worker_index} must be in [0, --num-workers {num_workers})"
+        )
     if array and restart:
         raise UsageError(
             "--restart cannot be combined with --worker-index: workers would delete each "
