@@ -172,3 +172,13 @@ def test_s3_transient_errors_are_retried(s3_endpoint, s3_bucket, monkeypatch):
     finally:
         proxy.close()
         storage._s3_filesystem.cache_clear()
+
+
+def test_compressed_names_are_stored_byte_for_byte(root):
+    # pyarrow would gzip/gunzip by file extension unless told not to.
+    import gzip
+
+    uri = storage.join(root, "dt=2026-01-01", "part-00000.jsonl.gz")
+    payload = gzip.compress(b'{"a": 1}\n')
+    storage.write_bytes(uri, payload)
+    assert storage.read_bytes(uri) == payload

@@ -109,7 +109,7 @@ def exists(uri: str) -> bool:
 def read_bytes(uri: str) -> bytes:
     fs, path = resolve(uri)
     try:
-        with fs.open_input_stream(path) as f:
+        with fs.open_input_stream(path, compression=None) as f:
             return f.read()
     except FileNotFoundError:
         raise StorageError(f"not found: {uri}") from None
@@ -137,7 +137,7 @@ def write_bytes(uri: str, data: bytes) -> None:
         else:
             # One buffered write then close: a single PUT (or a multipart upload completed only
             # at close), so the object never exists half-written.
-            with fs.open_output_stream(path) as f:
+            with fs.open_output_stream(path, compression=None) as f:
                 f.write(data)
     except OSError as e:
         raise _wrap(uri, "cannot write", e) from e
