@@ -110,3 +110,15 @@ def test_promote_and_rollback_move_only_the_pointer(config):
     assert "2026-01-21.1" in result.output and "rejected" in result.output
     listed = json.loads(cli(config, "list", "--json").output)
     assert listed["champion"] == "2026-01-21.1" and len(listed["versions"]) == 4
+
+
+def test_registry_on_s3(s3_bucket, tmp_path):
+    from conftest import make_config
+
+    cfg = make_config(tmp_path, f"storage.models=s3://{s3_bucket}/registry")
+    model = publish_version(cfg, "2026-01-20.1")
+    store.move_champion(cfg, "2026-01-20.1", "gate", "ci", "first")
+    loaded, meta = load_model(cfg)
+    assert meta["version"] == "2026-01-20.1" and store.version_names(cfg) == ["2026-01-20.1"]
+    torch.testing.assert_close(loaded.state_dict()["head.3.bias"], model.state_dict()["head.3.bias"])
+    assert store.next_version(cfg, dt.date(2026, 1, 20)) == "2026-01-20.2"
