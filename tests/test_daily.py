@@ -95,7 +95,7 @@ def test_backfill_bootstraps_trains_on_schedule_scores_and_monitors(reference):
     by_day = {r["day"]: r for r in records(cfg)}
     assert sorted(by_day) == [d.isoformat() for d in RANGE]
     first = by_day[RANGE[0].isoformat()]
-    assert first["steps"][0]["detail"].startswith("bootstrap: ")
+    assert first["steps"][0]["detail"].startswith("first snapshot, from the raw window: ")
     # labels mature on DAYS[2]: nothing to train or score before it
     for d in RANGE[:2]:
         assert outcomes(by_day[d.isoformat()]) == {

@@ -82,11 +82,12 @@ def _aggregate(cfg: Config, day: dt.date, force: bool, run: DayRun) -> tuple[str
     histories = cfg.uri("histories")
     if storage.is_complete(storage.partition(histories, day)) and not force:
         return "skipped", "histories complete", 0
-    # The first snapshot ever starts from nothing; after that, a missing D-1 is an error the
-    # aggregation reports (a gap must be backfilled, not silently restarted).
-    bootstrap = not any(d < day for d in storage.list_partitions(histories))
-    detail = stages.aggregate(cfg, day, bootstrap=bootstrap)
-    return "ran", ("bootstrap: " if bootstrap else "") + detail, 0
+    # The first snapshot ever is rebuilt from every raw partition of its window (just events(D)
+    # when there are no earlier ones, i.e. a bootstrap); after that a missing D-1 is an error the
+    # aggregation reports: a gap must be backfilled, not silently restarted.
+    first = not any(d < day for d in storage.list_partitions(histories))
+    detail = stages.aggregate(cfg, day, mode="full" if first else "incremental")
+    return "ran", ("first snapshot, from the raw window: " if first else "") + detail, 0
 
 
 def train_reason(cfg: Config, day: dt.date, champion: str | None) -> str | None:

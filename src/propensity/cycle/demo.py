@@ -3,10 +3,12 @@
 DIR/config.yaml   a small config (storage under DIR/data) that every command accepts as --config
 DIR/data/         events, histories, models, predictions, reports (the same layout as production)
 
-The range starts on a Monday and the schedule retrains on Mondays: the first H days only build
-histories, day H trains the first model (cold, through the gate), day H+7 retrains it warm from
-the champion; every day from H on is scored and monitored, and from 2H on the realised AUC of
-the predictions made H days earlier is checked. Running it again resumes or does nothing.
+Events start two weeks before the cycle (the shop's past): the cycle's first snapshot is built
+from that raw window. The cycle starts on a Monday and the schedule retrains on Mondays: the
+first H days only build histories, day H trains the first model (cold, through the gate), day
+H+7 retrains it warm from the champion; every day from H on is scored and monitored, and from
+2H on the realised AUC of the predictions made H days earlier is checked. Running it again
+resumes or does nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from propensity.cycle import stages
 from propensity.cycle.daily import run_range
 from propensity.ui import console
 
-START = dt.date(2026, 1, 5)  # a Monday: the schedule below trains on Mondays
+START = dt.date(2026, 1, 5)  # the cycle's first day, a Monday: the schedule trains on Mondays
+PAST_DAYS = 14  # days of events before START: the raw window of the first snapshot
 SEED = 7
 
 CONFIG = """\
@@ -35,14 +38,26 @@ privacy:
   # DEVELOPMENT KEY, public: it protects nothing (demo data only).
   dev_key: propensity-local-development-key-NOT-SECRET
 
-model:
-  hidden_size: 32                # small: trains in seconds on 2 cores
+model:                           # small: a few thousand training examples
+  hidden_size: 32
+  article_buckets: 1024
+  article_dim: 4
+  brand_buckets: 64
+  brand_dim: 4
+  category_buckets: 64
+  category_dim: 4
 
 training:
   max_epochs: {epochs}           # cold start
   warm_epochs: {warm_epochs}     # warm start from the champion
-  batch_size: 256
+  batch_size: 32                 # small batches: enough optimiser steps on little data
+  learning_rate: 0.003
   accelerator: cpu
+  work_dir: {work}  # resumable checkpoints of an interrupted training
+
+gate:
+  min_auc: 0.55                  # two weeks of sample data carry little signal (production: 0.6+)
+  max_auc_drop: 0.02
 
 schedule:
   train_weekdays: [0]            # Mondays (and whenever there is no champion yet)
@@ -56,31 +71,36 @@ spark:
 """
 
 
-def write_config(directory: Path, days: int, epochs: int = 4, warm_epochs: int = 2) -> Path:
+def write_config(directory: Path, days: int, epochs: int = 3, warm_epochs: int = 2) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.yaml"
     last = START + dt.timedelta(days=days - 1)
     path.write_text(
         CONFIG.format(
             dir=directory, root=(directory / "data").resolve(), last=last,
+            work=(directory / "work").resolve(),
             epochs=epochs, warm_epochs=warm_epochs,
         )  # fmt: skip
     )
     return path
 
 
-def run_demo(directory: Path, profiles: int = 8000, days: int = 21, epochs: int = 4) -> int:
-    """Generate events (once) and run the daily cycle over every day; returns the exit code."""
+def run_demo(directory: Path, profiles: int = 8000, days: int = 16, epochs: int = 3) -> int:
+    """Generate events (once) and run the daily cycle over `days` days; returns the exit code."""
     from propensity.events.generate import generate_stream
 
     t0 = time.perf_counter()
     cfg = load_config(write_config(directory, days, epochs=epochs))
     last = START + dt.timedelta(days=days - 1)
     events = cfg.uri("events")
-    if len(storage.list_partitions(events)) < days:
-        console.print(f"[bold]generating[/] {days} days of events for {profiles} profiles ...")
+    first = START - dt.timedelta(days=PAST_DAYS)
+    if len(storage.list_partitions(events)) < PAST_DAYS + days:
+        console.print(
+            f"[bold]generating[/] events of {profiles} profiles from {first} to {last} ...",
+            highlight=False,
+        )
         generate_stream(
-            events, START, days, profiles, seed=SEED,
+            events, first, PAST_DAYS + days, profiles, seed=SEED,
             horizons={f"p_{t.name}": t.horizon_days for t in cfg.targets},
         )  # fmt: skip
     code = run_range(cfg, START, last)

@@ -38,15 +38,18 @@ def prediction_model(cfg: Config, day: dt.date) -> str | None:
     return storage.read_json(manifest)["model"]["version"] if storage.exists(manifest) else None
 
 
-def aggregate(cfg: Config, day: dt.date, bootstrap: bool) -> str:
-    """histories(D) from events(D) and histories(D-1) (or events(D) alone when bootstrapping)."""
+def aggregate(cfg: Config, day: dt.date, mode: str) -> str:
+    """histories(D): `incremental` from histories(D-1) and events(D), or `full` from the raw
+    partitions of D's window."""
     from propensity.histories import job
     from propensity.histories.spark import spark_session
 
-    summary = job.run(spark_session(cfg), cfg, day, mode="bootstrap" if bootstrap else "incremental")
+    summary = job.run(spark_session(cfg), cfg, day, mode=mode)
+    window = len(summary["input_partitions"])
     return (
         f"{summary['events_valid']} events, {summary['quarantined_total']} quarantined, "
         f"{summary['snapshot_profiles']} profiles"
+        + (f" ({window} event partitions)" if mode == "full" else "")
     )
 
 
