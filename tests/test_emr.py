@@ -11,6 +11,7 @@ import boto3
 import pytest
 from typer.testing import CliRunner
 
+from propensity import storage
 from propensity.cli import app
 from propensity.cycle import emr
 
@@ -110,7 +111,7 @@ def test_wait_reports_completed_and_failed_steps(cluster):
         emr.wait(client, cid, ids, poll_seconds=0.05, timeout_s=0.2)
 
 
-def test_cli_wait_exits_with_the_outcome(cluster):
+def test_cli_wait_exits_with_the_outcome(cluster, tmp_path):
     client, cid = cluster
 
     def finish_later(state_of_train: str, already: int):
@@ -126,8 +127,16 @@ def test_cli_wait_exits_with_the_outcome(cluster):
         _set_state(cid, {i: "COMPLETED" for i in ids} | {ids[1]: state_of_train})
 
     args = ["emr", "submit", "--cluster-id", cid, "--date", "2026-01-21", "--wait",
-            "--set", "schedule.emr.poll_seconds=0.1"]  # fmt: skip
-    for train_state, code in (("COMPLETED", 0), ("FAILED", 1)):
+            "--set", "schedule.emr.poll_seconds=0.1", "--set", f"storage.root={tmp_path}"]  # fmt: skip
+    record = {  # what `propensity daily --only train` on the cluster writes when the gate rejects
+        "day": "2026-01-21",
+        "record": f"{tmp_path}/reports/runs/2026-01-21-20260122T031500000000Z.json",
+        "exit_code": 10,
+        "steps": [{"step": "train", "outcome": "ran", "exit_code": 10, "seconds": 1.0, "detail": ""}],
+    }
+    for train_state, code, with_record in (("COMPLETED", 0, False), ("FAILED", 1, False), ("FAILED", 10, True)):
+        if with_record:
+            storage.write_json(record["record"], record)
         already = len(client.list_steps(ClusterId=cid)["Steps"])
         helper = threading.Thread(target=finish_later, args=(train_state, already))
         helper.start()
@@ -135,7 +144,7 @@ def test_cli_wait_exits_with_the_outcome(cluster):
         helper.join()
         assert result.exit_code == code, result.output
         if code:
-            assert "propensity train 2026-01-21" in result.output
+            assert "propensity train 2026-01-21 FAILED" in result.output
 
 
 def test_unknown_or_terminated_cluster_is_a_clear_error(cluster):

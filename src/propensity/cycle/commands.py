@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from propensity.cli_options import ConfigOption, SetOption, load
-from propensity.errors import ExitCode, PropensityError, UsageError
+from propensity.errors import ExitCode, UsageError
 from propensity.storage import as_date
 from propensity.ui import console
 
@@ -122,8 +122,9 @@ def submit(
     """Add the daily cycle's steps (aggregate, train, score, monitor) to an EMR cluster.
 
     Without --wait it prints the step ids and returns. With --wait it polls until every step
-    has ended: exit 0 when all completed, 1 when any failed or was cancelled (the table names
-    them; each step's outcome is in the run records under <reports>/runs/).
+    has ended and exits like `propensity daily`: 0 all completed; for a failed step, the code in
+    its run record (<reports>/runs/<D>-*.json: 10 gate rejected, 11 drift, 12 quality, or the
+    failure's code), else 1.
     """
     from propensity.cycle import emr
 
@@ -155,6 +156,8 @@ def submit(
         style = "green" if s.state == "COMPLETED" else "red"
         table.add_row(s.name, s.id, f"[{style}]{s.state}[/]", s.reason)
     console.print(table)
-    bad = [s.name for s in final if s.state != "COMPLETED"]
-    if bad:
-        raise PropensityError(f"EMR steps did not complete: {', '.join(bad)}")
+    code = emr.exit_code(cfg, day, final)
+    if code:
+        bad = ", ".join(f"{s.name} {s.state}" for s in final if s.state != "COMPLETED")
+        console.print(f"[bold red]exit {code}:[/] {bad} (run records: <reports>/runs/{day}-*.json)")
+        raise typer.Exit(code)

@@ -134,3 +134,34 @@ def wait(
                 + ", ".join(f"{s.name}={s.state}" for s in current)
             )
         time.sleep(poll_seconds)
+
+
+def exit_code(cfg, day: str, final: list[StepState]) -> int:
+    """The day's exit code from EMR's step states and the run records the steps wrote.
+
+    EMR only says FAILED; the step's run record (`<reports>/runs/<day>-*.json`, written by
+    `propensity daily --only STEP` on the cluster) says why: 10 gate rejected, 11/12 alerts,
+    or the failure's own code. A failed step without a record (the spark-submit aggregation,
+    or a crash before the record was written) counts as 1.
+    """
+    from propensity import storage
+    from propensity.cycle.daily import ALERT_ORDER
+
+    records = []
+    runs = storage.join(cfg.uri("reports"), "runs")
+    for uri in storage.list_files(runs, suffix=".json"):
+        if uri.rsplit("/", 1)[-1].startswith(f"{day}-"):
+            records.append(storage.read_json(uri))
+    records.sort(key=lambda r: r["record"])  # named by day and start time: the latest last
+    codes = []
+    for s in final:
+        if s.state == "COMPLETED":
+            continue
+        step = s.name.split()[1]
+        mine = [x for r in records for x in r["steps"] if x["step"] == step]
+        code = mine[-1]["exit_code"] if mine else 1
+        codes.append(code or 1)  # EMR saw it fail: never report success
+    failures = [c for c in codes if c not in ALERT_ORDER]
+    if failures:
+        return failures[0]
+    return next((int(c) for c in ALERT_ORDER if c in codes), 0)
