@@ -4,7 +4,8 @@ Each step first looks at what already exists and skips itself when its output is
 - aggregate: histories(D) has its marker;
 - train:     a complete model version trained for D exists (its gate decision is kept), or the
              schedule does not ask for one today, or labels are not mature (no histories(D-H));
-- score:     predictions(D) is complete and was made with the current champion;
+- score:     there is no champion yet, or predictions(D) is complete (unless this very run
+             promoted a new champion);
 - monitor:   reports(D) is complete.
 So a day that failed half-way is simply run again. `--force` redoes the steps that would run.
 

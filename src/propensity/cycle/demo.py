@@ -59,6 +59,11 @@ gate:
   min_auc: 0.55                  # two weeks of sample data carry little signal (production: 0.6+)
   max_auc_drop: 0.02
 
+monitoring:
+  # A young shop: every history spans one more day than the day before, which the default
+  # 0.15 flags from the first week on; production keeps the default.
+  ks_threshold: 0.3
+
 schedule:
   train_weekdays: [0]            # Mondays (and whenever there is no champion yet)
 
