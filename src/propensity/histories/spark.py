@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from propensity.config import Config
 
 
@@ -10,14 +12,16 @@ def spark_session(cfg: Config, app_name: str = "propensity-aggregate"):
     UTC, millisecond Parquet timestamps, and no `_SUCCESS` from Spark (we write our own, last)."""
     from pyspark.sql import SparkSession
 
+    builder = SparkSession.builder.appName(app_name)
+    # Under spark-submit (which starts the JVM and says so in this variable) its --master and
+    # --driver-memory stand; a plain Python process takes them from the config.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(cfg.spark.master).config("spark.driver.memory", cfg.spark.driver_memory)
     builder = (
-        SparkSession.builder.appName(app_name)
-        .master(cfg.spark.master)
-        .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+        builder.config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
-        .config("spark.driver.memory", cfg.spark.driver_memory)
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MILLIS")
         .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
     )
