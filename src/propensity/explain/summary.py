@@ -23,7 +23,8 @@ from propensity.training.batches import encode, length_buckets, prediction_time_
 from propensity.ui import kv, progress
 
 log = logging.getLogger(__name__)
-SUMMARY_STEPS = 32  # trapezoid intervals per profile (doubled where a profile's gap is larger)
+SUMMARY_STEPS = 32  # first grid's trapezoid intervals (refined where the gap is larger)
+SUMMARY_MAX_STEPS = 64  # bounds memory: the gradients of every grid point of a batch are kept
 SUMMARY_TOLERANCE = 0.01  # completeness tolerance of the summary (it averages many events)
 BATCH = 32  # profiles per integrated-gradients batch
 # Recency buckets: upper edges in hours before the prediction time (end of D), and their names.
@@ -62,7 +63,8 @@ def summarise(model, meta: dict, table: pa.Table, day: dt.date, target: str | No
         task = bar.add_task("explaining", total=len(encoded))
         for rows in batches:
             batch = encoded.batch(rows)
-            ig = integrated_gradients(model, batch, t, steps=steps, tolerance=SUMMARY_TOLERANCE)
+            ig = integrated_gradients(model, batch, t, steps=steps, tolerance=SUMMARY_TOLERANCE,
+                                      max_steps=SUMMARY_MAX_STEPS)
             per_event = ig.contributions
             for j, row in enumerate(rows):
                 n = int(encoded.lengths[row])
@@ -88,6 +90,7 @@ def summarise(model, meta: dict, table: pa.Table, day: dt.date, target: str | No
         "mean_prediction": round(float(np.concatenate(predictions).mean()), 6) if gaps else 0.0,
         "mean_baseline": round(float(np.concatenate(baselines).mean()), 6) if gaps else 0.0,
         "max_completeness_gap": round(float(gap.max(initial=0.0)), 6),
+        "profiles_not_complete": int((gap > SUMMARY_TOLERANCE).sum()),
         "by_event_type": _groups(types, contributions, list(model.spec.types)),
         "by_recency": _groups(recency_bucket(hours), contributions, RECENCY_NAMES),
     }
