@@ -351,11 +351,6 @@ def test_writes_to_s3(s3_bucket):
     assert storage.read_json(f"{out}/_truth/generator.json")["seed"] == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage.write_bytes opens S3 streams with pyarrow's compression='detect', which "
-    "gzips a .gz object a second time; fix requested (compression=None in storage.py)",
-)
 def test_s3_objects_are_the_local_bytes(s3_bucket, tmp_path):
     out = f"s3://{s3_bucket}/stream/events"
     generate_stream(out, START, 2, 300, seed=4)
