@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 HOME = "/opt/propensity"  # where bootstrap.sh installs the release on every node
 AGGREGATE_JOB = f"{HOME}/jobs/emr/aggregate_job.py"  # the aggregation's spark-submit entry point
-AGGREGATE_CONF = f"{HOME}/jobs/emr/aggregate-spark.conf"  # its Spark properties on EMR
 WRAPPER = "propensity-step"  # installed by bootstrap.sh on every node
 TERMINAL = {"COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"}
 
@@ -58,7 +57,6 @@ def build_steps(day: str, train_image: str | None = None, force: bool = False) -
     aggregate = [
         "spark-submit", "--master", "yarn", "--deploy-mode", "client",
         "--conf", f"spark.pyspark.python={HOME}/venv/bin/python",
-        "--properties-file", AGGREGATE_CONF,
         AGGREGATE_JOB, "--date", day,
     ]  # fmt: skip
     return [
