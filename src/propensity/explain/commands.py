@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -111,51 +112,41 @@ def explain(
     if summary is not None:
         from propensity.explain.summary import global_summary
 
-        result = global_summary(cfg, day, summary, target, version)
-        out.print(render.summary_table(result))
-        if json_out:
-            storage.write_bytes(json_out, json.dumps(result, indent=2).encode())
-        if html_out:
-            page = render.page(f"what drives the predictions · {day}", render.summary_html(result))
-            storage.write_bytes(html_out, page.encode())
-        if png_out:
-            storage.write_bytes(png_out, render.png_bytes(render.summary_figure(result)))
-        return
-    if profile is not None:
-        stored = profile if pseudonymised else pseudonymise([profile], cfg.pseudonym_key())[0]
-        explanations = explain_ids(cfg, day, [stored], target, version, steps, leave_one_out)
-        out.print(render.profile_table(explanations[0]))
-        document: dict = explanations[0]
+        document: dict = global_summary(cfg, day, summary, target, version)
+        out.print(render.summary_table(document))
+        page = functools.partial(render.summary_page, document)
+        figure = functools.partial(render.summary_figure, document)
+        count = document["profiles"]
     else:
-        from propensity.explain.profile import load as load_model
-        from propensity.explain.profile import resolve_target
-
-        if target is None:
-            model, _ = load_model(cfg, version)
-            target, _ = resolve_target(model, None)
-        best = lookup.top_predictions(cfg, day, target, top)
-        if not best:
-            raise UsageError(f"predictions of {day} hold no score for {target}")
-        scored_by = sorted({b["model_version"] for b in best})
-        if version is None:
-            if len(scored_by) > 1:
-                raise UsageError(
-                    f"predictions of {day} mix model versions {scored_by}: pass --version"
-                )
-            version = scored_by[0]
-        explanations = explain_ids(cfg, day, [b["profile_id"] for b in best], target, version,
-                                   steps, leave_one_out)
-        for e, b in zip(explanations, best):
-            e["scored"] = {"score": b["score"], "model_version": b["model_version"]}
-        out.print(render.top_table(explanations))
-        document = {"date": day.isoformat(), "target": target, "model_version": version,
-                    "top": top, "profiles": explanations}
+        if profile is not None:
+            ids = [profile if pseudonymised else pseudonymise([profile], cfg.pseudonym_key())[0]]
+        else:
+            target, best = lookup.top_predictions(cfg, day, target, top)
+            versions = sorted({b["model_version"] for b in best})
+            if version is None and len(versions) > 1:
+                raise UsageError(f"the top {top} of predictions({day}) were scored by model "
+                                 f"versions {versions}: pass --version")
+            version = version or versions[0]
+            ids = [b["profile_id"] for b in best]
+        explanations = explain_ids(cfg, day, ids, target, version, steps, leave_one_out)
+        if profile is not None:
+            document = explanations[0]
+            out.print(render.profile_table(document))
+        else:
+            for e, b in zip(explanations, best):
+                e["scored"] = {"score": b["score"], "model_version": b["model_version"]}
+            document = {"date": day.isoformat(), "target": target, "model_version": version,
+                        "top": top, "profiles": explanations}
+            out.print(render.top_table(explanations))
+        page = functools.partial(render.html_page, explanations)
+        figure = functools.partial(render.figure, explanations)
+        count = len(explanations)
 
     if json_out:
         storage.write_bytes(json_out, json.dumps(document, indent=2).encode())
     if html_out:
-        storage.write_bytes(html_out, render.html_page(explanations).encode())
+        storage.write_bytes(html_out, page().encode())
     if png_out:
-        storage.write_bytes(png_out, render.png_bytes(render.figure(explanations)))
-    log.info("explain done %s", kv(date=day, profiles=len(explanations), json=json_out,
+        storage.write_bytes(png_out, render.png_bytes(figure()))
+    log.info("explain done %s", kv(date=day, profiles=count, json=json_out,
                                    html=html_out, png=png_out))

@@ -110,18 +110,19 @@ def sample_histories(cfg, day: dt.date, n: int, seed: int = 0) -> pa.Table:
     return table
 
 
-def top_predictions(cfg, day: dt.date, target: str, n: int) -> list[dict]:
-    """The `n` highest-scored rows of predictions(D) for `target`, highest first: dicts with
-    profile_id, score, model_version. Streams the files, keeping only the top."""
+def top_predictions(cfg, day: dt.date, target: str | None, n: int) -> tuple[str, list[dict]]:
+    """(target, the `n` highest-scored rows of predictions(D) for it, highest first, as dicts
+    with profile_id, score, model_version). Target None: the first score column. Streams the
+    files, keeping only the top."""
     files = storage.parquet_files(storage.partition(cfg.uri("predictions"), day))
     if not files:
         raise MissingInput(f"predictions of {day} hold no Parquet file")
     best: list[tuple[float, str, str]] = []
     for uri in files:
         pf = storage.open_parquet(uri)
-        names = pf.schema_arrow.names
-        if target not in names:
-            targets = [c for c in names if c not in ("profile_id", "model_version")]
+        targets = [c for c in pf.schema_arrow.names if c not in ("profile_id", "model_version")]
+        target = target or targets[0]
+        if target not in targets:
             raise UsageError(f"--target {target!r}: {uri} has scores for {', '.join(targets)}")
         for rb in pf.iter_batches(columns=["profile_id", target, "model_version"]):
             k = min(n, rb.num_rows)
@@ -136,6 +137,9 @@ def top_predictions(cfg, day: dt.date, target: str, n: int) -> list[dict]:
                     heapq.heappush(best, item)
                 elif item > best[0]:
                     heapq.heapreplace(best, item)
-    return [
+    if not best:
+        raise MissingInput(f"predictions of {day} hold no score for {target}")
+    rows = [
         {"profile_id": p, "score": s, "model_version": v} for s, p, v in sorted(best, reverse=True)
     ]
+    return target, rows

@@ -275,6 +275,11 @@ def summary_table(summary: dict) -> Table:
     return table
 
 
+def summary_page(summary: dict) -> str:
+    """A self-contained HTML page holding the summary fragment."""
+    return page(f"what drives the predictions · {summary['date']}", summary_html(summary))
+
+
 def summary_html(summary: dict) -> str:
     """An HTML fragment (a <section>, plot inline) for the monitoring report."""
     esc = html.escape
