@@ -157,7 +157,7 @@ class ScoringConfig(_Section):
     batch_size: int = Field(1024, gt=0)
     workers: int = Field(1, gt=0)
     engine: Literal["local", "spark"] = "local"
-    read_rows: int = Field(65_536, gt=0)  # histories per record batch read (bounds memory)
+    read_rows: int = Field(32_768, gt=0)  # histories per record batch read (bounds memory)
     shard_rows: int = Field(1_000_000, gt=0)  # rows per shard (whole row groups): unit of resume
 
 

@@ -140,11 +140,14 @@ def score_shard(
     def read_and_batch():
         # In the reader thread: Parquet decoding, encoding and padding, so that the main thread
         # does little but the forward pass.
-        for rb in pf.iter_batches(
-            batch_size=cfg.scoring.read_rows, row_groups=shard.row_groups, columns=columns
-        ):
-            encoded = encode(rb, model.spec, as_of, source=source)
-            yield rb, model_batches(encoded, cfg.scoring.batch_size)
+        # One row group at a time: the reader buffers and decodes only that one, whatever the
+        # shard's size.
+        for group in shard.row_groups:
+            for rb in pf.iter_batches(
+                batch_size=cfg.scoring.read_rows, row_groups=[group], columns=columns
+            ):
+                encoded = encode(rb, model.spec, as_of, source=source)
+                yield rb, model_batches(encoded, cfg.scoring.batch_size)
 
     ids, scores, summaries = [], [], []
     for rb, batches in prefetch(read_and_batch(), depth=1):
