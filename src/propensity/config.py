@@ -99,7 +99,7 @@ class EventsConfig(_Section):
 class HistoriesConfig(_Section):
     max_events: int = Field(200, gt=0)  # last N events kept per profile
     retention_days: int = Field(180, gt=0)  # events older than this (relative to D) are dropped
-    output_files: int = Field(4, gt=0)  # Parquet files per snapshot (profiles hashed into them)
+    output_files: int = Field(4, gt=0)  # at most this many Parquet files per snapshot (no shuffle)
     broadcast_max_events: int = Field(5_000_000, ge=0)  # broadcast the day's events up to this
 
 

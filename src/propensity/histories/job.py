@@ -202,11 +202,9 @@ def run(spark, cfg: Config, day: dt.date | str, mode: Mode = "incremental") -> d
             merged = transform.merge(good, previous, day, cfg, broadcast_events=small and bool(previous_files))
             obs = Observation("histories")
             merged = merged.observe(obs, *transform.merge_stats())
-            snapshot = transform.finish(merged)
-            files = cfg.histories.output_files
-            _write_parquet(
-                snapshot.repartition(files, "profile_id").sortWithinPartitions("profile_id"), out, spark
-            )
+            # Written in the partitioning the work already has, merged down to at most
+            # output_files (coalesce: no shuffle only to lay out files).
+            _write_parquet(transform.finish(merged).coalesce(cfg.histories.output_files), out, spark)
             stats = obs.get
     finally:
         checked.unpersist()
@@ -233,7 +231,6 @@ def run(spark, cfg: Config, day: dt.date | str, mode: Mode = "incremental") -> d
     storage.mark_complete(out)
     log.info(kv(date=day, mode=mode, **{k: v for k, v in summary.items() if isinstance(v, int)}))
     return summary
-
 
 
 def print_summary(summary: dict) -> None:
