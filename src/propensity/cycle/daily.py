@@ -223,12 +223,13 @@ def run_range(
 
 
 _STYLE = {"ran": "green", "skipped": "dim", "failed": "bold red", "not run": "red"}
+_SHORT = {"skipped": "skip", "failed": "FAIL", "not run": "-"}
 
 
 def _cell(step: Step) -> str:
-    """`ran 3.2s` / `skipped` / `failed`; yellow when the step raised an alert (exit 10-12)."""
+    """Seconds when the step ran, else skip / FAIL / -; yellow when it raised an alert."""
     alert = step.exit_code and step.outcome != "failed"
-    text = f"ran {step.seconds:.1f}s" if step.outcome == "ran" else step.outcome
+    text = f"{step.seconds:.1f}s" if step.outcome == "ran" else _SHORT[step.outcome]
     return f"[{'yellow' if alert else _STYLE[step.outcome]}]{text}[/]"
 
 
@@ -243,7 +244,8 @@ def print_summary(runs: list[DayRun]) -> None:
             table.add_column(col, no_wrap=True)
         table.add_column("detail", overflow="fold")
         for s in run.steps:
-            table.add_row(s.step, _cell(s), f"{s.seconds:.1f}", s.detail)
+            style = "yellow" if s.exit_code and s.outcome != "failed" else _STYLE[s.outcome]
+            table.add_row(s.step, f"[{style}]{s.outcome}[/]", f"{s.seconds:.1f}", s.detail)
         console.print(table)
         console.print(f"model: {run.model_version or '-'}   run record: {run.record}", highlight=False)
         return
@@ -258,12 +260,16 @@ def print_summary(runs: list[DayRun]) -> None:
     for run in runs:
         table.add_row(run.day, *(_cell(s) for s in run.steps), run.model_version or "-", str(run.exit_code))
     console.print(table)
-    console.print("yellow: an alert (exit 10 gate rejected, 11 drift, 12 quality)", style="dim")
-    # The story behind the table: trainings, alerts and failures, one line each.
+    console.print(
+        "seconds: the step ran; skip: done before or not due; yellow: an alert "
+        "(exit 10 gate rejected, 11 drift, 12 quality)",
+        style="dim",
+    )
+    # The story behind the table: trainings, alerts, realised AUCs and failures, one line each.
     for run in runs:
         for s in run.steps:
             if s.outcome == "failed":
                 console.print(f"[bold red]{run.day} {s.step} failed:[/] {s.detail}", highlight=False)
-            elif (s.step == "train" and s.outcome == "ran") or s.exit_code:
+            elif (s.step == "train" and s.outcome == "ran") or s.exit_code or "realised" in s.detail:
                 console.print(f"{run.day} {s.step}: {s.detail}", highlight=False)
     console.print(f"run records: {storage.join(runs[0].record.rsplit('/', 1)[0])}/", highlight=False)

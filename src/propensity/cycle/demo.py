@@ -110,7 +110,12 @@ def run_demo(directory: Path, profiles: int = 8000, days: int = 16, epochs: int 
         )  # fmt: skip
     code = run_range(cfg, START, last)
     where(cfg, last)
-    console.print(f"demo finished in {time.perf_counter() - t0:.0f} s (exit {code})", highlight=False)
+    outcome = {0: "no alert", 10: "a gate rejection", 11: "a drift alert", 12: "a quality alert"}
+    console.print(
+        f"demo finished in {time.perf_counter() - t0:.0f} s; the cycle's exit code: {code} "
+        f"({outcome.get(code, 'a failure: see above')})",
+        highlight=False,
+    )
     return code
 
 
