@@ -7,6 +7,7 @@ Prints, all measured in this run on this machine:
   manifest) in histories/s, wall seconds and the subprocess's peak RSS;
 - bare model: the forward pass alone over pre-built length-bucketed batches, histories/s;
 - naive padding: the same model over batches in input order padded to their longest history;
+- reader-thread work: encoding and padding alone (vectorised over Arrow buffers), histories/s;
 - achieved GFLOP/s of the bare model against a float32 matrix-multiply ceiling measured here
   (the LSTM's recurrent matmul shape and a large square one, the better of the two).
 Histories are synthetic (tests/_scoring_data.py: median length about 20 events).
@@ -135,6 +136,16 @@ def onnx_runtime(model, table, batch_size: int) -> tuple[float, float] | None:
     return len(encoded) / (time.perf_counter() - start), diff
 
 
+def reader_work(model, table, batch_size: int) -> float:
+    """histories/s of what the reader thread does per record batch: encode and build batches."""
+    from propensity.scoring.engine import model_batches
+
+    start = time.perf_counter()
+    for rb in table.to_batches(max_chunksize=65_536):
+        model_batches(encode(rb, model.spec, DAY), batch_size)
+    return table.num_rows / (time.perf_counter() - start)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="histories to score end to end")
@@ -183,6 +194,7 @@ def main() -> None:
         bucketed, steps_b = bare_model(model, table, cfg.scoring.batch_size, padded=False)
         naive, steps_n = bare_model(model, table, cfg.scoring.batch_size, padded=True)
         onnx = onnx_runtime(model, table, cfg.scoring.batch_size)
+        reader = reader_work(model, table, cfg.scoring.batch_size)
         mean_len = float(np.mean(encode(table, model.spec, DAY).lengths))
         gflops = bucketed * flops_per_history(model, steps_b) / 1e9
         useful = bucketed * flops_per_history(model, mean_len) / 1e9
@@ -209,6 +221,8 @@ def main() -> None:
     if onnx:
         print(f"ONNX Runtime       : {onnx[0]:10,.0f} histories/s  (same batches; max |score "
               f"difference| to eager {onnx[1]:.1e}) ONNX/eager = {onnx[0] / bucketed:.2f}x")
+    print(f"reader thread work : {reader:10,.0f} histories/s  (encode + length-bucketed padding, "
+          f"vectorised over Arrow buffers)")
     print(f"whole/bare         : {whole / bucketed:.2f}")
     print(
         f"achieved           : {gflops:.1f} GFLOP/s computed ({useful:.1f} useful) vs matmul "
