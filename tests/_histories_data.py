@@ -115,17 +115,29 @@ def oracle(cfg: Config, key: bytes, raw: dict[dt.date, list[str]], day: dt.date)
                 return xxhash64(x) if x else None
 
             ekey = xxhash64(
-                f"id:{r['event_id']}" if r["event_id"]
+                f"id:{r['event_id']}"
+                if r["event_id"]
                 else f"ev|{r['ts']}|{r['event_type']}|{r['article_id'] or ''}"
             )
             etype = r["event_type"] if r["event_type"] in cfg.events.vocabulary else "other"
-            item = (r["ts"], ekey, etype, h(r["article_id"]), h(r["brand"]), h(r["category"]), r["price"])
+            item = (
+                r["ts"],
+                ekey,
+                etype,
+                h(r["article_id"]),
+                h(r["brand"]),
+                h(r["category"]),
+                r["price"],
+            )
             # The first delivery of a key wins: earliest partition, then the smallest record.
             order = (src_day, *[(x is not None, x) for x in item])
             kept = events.setdefault(pid, {})
             if ekey not in kept or order < kept[ekey][0]:
                 kept[ekey] = (order, item)
-    start = _ms(dt.datetime.combine(day, dt.time(), UTC)) - (cfg.histories.retention_days - 1) * 86_400_000
+    start = (
+        _ms(dt.datetime.combine(day, dt.time(), UTC))
+        - (cfg.histories.retention_days - 1) * 86_400_000
+    )
     rows = []
     for pid, kept in sorted(events.items()):
         items = sorted(i for _, i in kept.values() if i[0] >= start)[-cfg.histories.max_events :]
@@ -166,4 +178,8 @@ def read_raw(cfg: Config, days: list[dt.date]) -> dict[dt.date, list[str]]:
 
 def snapshot_rows(cfg: Config, day) -> list[dict]:
     """A histories partition as Python rows, sorted by profile_id."""
-    return storage.read_parquet(storage.partition(cfg.uri("histories"), day)).sort_by("profile_id").to_pylist()
+    return (
+        storage.read_parquet(storage.partition(cfg.uri("histories"), day))
+        .sort_by("profile_id")
+        .to_pylist()
+    )

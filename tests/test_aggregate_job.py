@@ -8,10 +8,10 @@ import re
 from collections import Counter
 
 import pytest
-from typer.testing import CliRunner
-
 from _histories_data import check, event, oracle, read_raw, snapshot_rows, write_day
 from conftest import make_config
+from typer.testing import CliRunner
+
 from propensity import storage
 from propensity.cli import app
 from propensity.errors import BadInput, MissingInput
@@ -80,7 +80,10 @@ def test_chain_partitions_follow_the_contract(chain):
         assert storage.is_complete(part)
         table = storage.read_parquet(part)
         assert table.schema.remove_metadata() == HISTORY_SCHEMA
-        assert storage.read_json(storage.join(part, SUMMARY_NAME))["snapshot_profiles"] == table.num_rows
+        assert (
+            storage.read_json(storage.join(part, SUMMARY_NAME))["snapshot_profiles"]
+            == table.num_rows
+        )
         ids = table.column("profile_id").to_pylist()
         assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids) and len(set(ids)) == len(ids)
         # Quarantine: the reasons per record of an independent classifier, counted the same.
@@ -122,7 +125,9 @@ def test_too_many_bad_records_fail_writing_nothing(spark, tmp_path):
     run(spark, cfg, "2026-01-05", "bootstrap")
     before = snapshot_rows(cfg, "2026-01-05")
     write_day(cfg, "2026-01-05", [event("p1", "2026-01-05T10:00:00Z"), "{oops", event(None, 5)])
-    with pytest.raises(BadInput, match=r"dt=2026-01-05: 2 of 3 records.*invalid_json=1.*missing_profile_id=1"):
+    with pytest.raises(
+        BadInput, match=r"dt=2026-01-05: 2 of 3 records.*invalid_json=1.*missing_profile_id=1"
+    ):
         run(spark, cfg, "2026-01-05", "bootstrap")
     assert snapshot_rows(cfg, "2026-01-05") == before  # the last good run still stands
     write_day(cfg, "2026-01-06", ["{oops"])
@@ -138,7 +143,10 @@ def test_failure_mid_run_leaves_no_marker(spark, config):
     run(spark, config, "2026-01-05", "bootstrap")
     # An earlier complete D (any content) that the failed run must not leave looking complete.
     part = storage.partition(config.uri("histories"), "2026-01-06")
-    storage.write_parquet(storage.read_parquet(storage.partition(config.uri("histories"), "2026-01-05")), storage.join(part, "part-0.parquet"))
+    storage.write_parquet(
+        storage.read_parquet(storage.partition(config.uri("histories"), "2026-01-05")),
+        storage.join(part, "part-0.parquet"),
+    )
     storage.mark_complete(part)
     # Break D-1's snapshot (complete but unreadable): the merge fails after validation.
     prev = storage.partition(config.uri("histories"), "2026-01-05")
@@ -158,16 +166,41 @@ def test_cli(spark, tmp_path, monkeypatch):
     write_day(cfg, "2026-01-05", [event("p1", "2026-01-05T10:00:00Z"), "not json"])
     r = runner.invoke(app, ["aggregate", "--date", "2026-01-06", "--set", root])
     assert r.exit_code == 3 and "--bootstrap" in r.output
-    r = runner.invoke(app, ["aggregate", "--date", "2026-01-05", "--full", "--bootstrap", "--set", root])
+    r = runner.invoke(
+        app, ["aggregate", "--date", "2026-01-05", "--full", "--bootstrap", "--set", root]
+    )
     assert r.exit_code == 2
-    r = runner.invoke(app, ["aggregate", "--date", "2026-01-05", "--set", root, "--set", "events.max_bad_share=0.1"])
+    r = runner.invoke(
+        app,
+        ["aggregate", "--date", "2026-01-05", "--set", root, "--set", "events.max_bad_share=0.1"],
+    )
     assert r.exit_code == 3  # D-1 is missing: checked before reading anything
     r = runner.invoke(
-        app, ["aggregate", "--date", "2026-01-05", "--bootstrap", "--set", root, "--set", "events.max_bad_share=0.1"]
+        app,
+        [
+            "aggregate",
+            "--date",
+            "2026-01-05",
+            "--bootstrap",
+            "--set",
+            root,
+            "--set",
+            "events.max_bad_share=0.1",
+        ],
     )
     assert r.exit_code == 4 and "max_bad_share" in r.output
     r = runner.invoke(
-        app, ["aggregate", "--date", "2026-01-05", "--bootstrap", "--set", root, "--set", "events.max_bad_share=0.5"]
+        app,
+        [
+            "aggregate",
+            "--date",
+            "2026-01-05",
+            "--bootstrap",
+            "--set",
+            root,
+            "--set",
+            "events.max_bad_share=0.5",
+        ],
     )
     assert r.exit_code == 0, r.output
     assert "invalid_json=1" in r.output and "snapshot_profiles" in r.output

@@ -7,12 +7,12 @@ import json
 
 import pyarrow as pa
 import pytest
+from _histories_data import check, event
 from pyspark.sql import functions as F
 
-from _histories_data import check, event
 from propensity.histories import transform
 from propensity.histories.hashing import xxhash64
-from propensity.histories.pseudonym import pseudonymise, pseudonym_column
+from propensity.histories.pseudonym import pseudonym_column, pseudonymise
 from propensity.histories.schema import HISTORY_COLUMNS, REASONS
 
 DAY = dt.date(2026, 1, 10)
@@ -25,7 +25,9 @@ def lines_df(spark, lines, day=DAY):
 
 
 def checked(spark, cfg, lines, day=DAY):
-    return transform.validate(transform.fields_from_json(lines_df(spark, lines, day), cfg), cfg, KEY)
+    return transform.validate(
+        transform.fields_from_json(lines_df(spark, lines, day), cfg), cfg, KEY
+    )
 
 
 def test_pseudonymise_spark_and_python_agree(spark):
@@ -75,9 +77,19 @@ MALFORMED = [
     (event("p1", "2026-01-10T10:00:00Z", price=2e6), "bad_price"),
 ]
 GOOD = [
-    event("p1", "2026-01-10T10:00:00.123+01:00", eid="e1", article_id="a1", brand="b", category="c", price=9.5),
+    event(
+        "p1",
+        "2026-01-10T10:00:00.123+01:00",
+        eid="e1",
+        article_id="a1",
+        brand="b",
+        category="c",
+        price=9.5,
+    ),
     event("p1", 1768039200000, etype="order", eid="e2"),
-    event("p2", "2026-01-12T00:00:00.000Z", etype="page_ping"),  # at the tolerance: kept; unknown type
+    event(
+        "p2", "2026-01-12T00:00:00.000Z", etype="page_ping"
+    ),  # at the tolerance: kept; unknown type
     event("p2", "2025-07-15T00:00:00Z", etype="view"),  # first day of the 180-day window
 ]
 
@@ -101,7 +113,11 @@ def test_validate_cleans_good_records(spark, config):
     first = rows[0]
     assert first["profile_id"] == pseudonymise(["p1"], KEY)[0]
     assert first["ts"].replace(tzinfo=utc) == dt.datetime(2026, 1, 10, 9, 0, 0, 123000, tzinfo=utc)
-    assert (first["article"], first["brand"], first["price"]) == (xxhash64("a1"), xxhash64("b"), 9.5)
+    assert (first["article"], first["brand"], first["price"]) == (
+        xxhash64("a1"),
+        xxhash64("b"),
+        9.5,
+    )
     assert first["event_key"] == xxhash64("id:e1")
     assert rows[1]["ts"].replace(tzinfo=utc) == dt.datetime(2026, 1, 10, 10, 0, tzinfo=utc)
     assert rows[1]["article"] is None and rows[1]["price"] is None
@@ -146,12 +162,18 @@ def test_history_is_sorted_truncated_and_within_retention(spark, tmp_path):
     p1 = rows[1]
     order = sorted(["c", "d"], key=lambda e: xxhash64(f"id:{e}"))
     assert p1["event_key"] == [xxhash64(f"id:{e}") for e in ["b", *order]]  # the last 3
-    assert p1["ts"] == sorted(p1["ts"]) and p1["first_ts"] == p1["ts"][0] and p1["last_ts"] == p1["ts"][-1]
+    assert (
+        p1["ts"] == sorted(p1["ts"])
+        and p1["first_ts"] == p1["ts"][0]
+        and p1["last_ts"] == p1["ts"][-1]
+    )
     assert p1["event_type"][0] == "order"
     assert list(rows[0].asDict()) == HISTORY_COLUMNS
     # A day later the window moves on: p2's only event (Jan 9) expires and the profile drops out.
     prev = build(spark, cfg, lines)
-    later = transform.build_histories(checked(spark, cfg, [], dt.date(2026, 1, 11)), prev, dt.date(2026, 1, 11), cfg)
+    later = transform.build_histories(
+        checked(spark, cfg, [], dt.date(2026, 1, 11)), prev, dt.date(2026, 1, 11), cfg
+    )
     rows = later.collect()
     assert len(rows) == 1 and rows[0]["n_events"] == 3
 
@@ -173,7 +195,9 @@ def test_duplicates_within_and_across_days_and_late_events(spark, config):
         event("p2", "2026-01-11T01:00:00Z", eid="new"),
     ]
     day = DAY + dt.timedelta(days=1)
-    merged = transform.merge(checked(spark, config, day2, day).filter("reason IS NULL"), prev, day, config)
+    merged = transform.merge(
+        checked(spark, config, day2, day).filter("reason IS NULL"), prev, day, config
+    )
     stats = merged.agg(*transform.merge_stats()).collect()[0].asDict()
     assert stats["duplicates_of_snapshot"] == 1 and stats["duplicates_within_input"] == 0
     assert (stats["profiles_created"], stats["profiles_updated"]) == (1, 1)

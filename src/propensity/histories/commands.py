@@ -13,14 +13,12 @@ FullOption = Annotated[
     bool,
     typer.Option(
         "--full",
-        help="Rebuild from the raw partitions of the whole retention window (no D-1 snapshot needed).",
+        help="Rebuild from the raw partitions of the retention window (no D-1 snapshot needed).",
     ),
 ]
 BootstrapOption = Annotated[
     bool,
-    typer.Option(
-        "--bootstrap", help="Start a new chain: the snapshot of D from D's events alone."
-    ),
+    typer.Option("--bootstrap", help="Start a new chain: the snapshot of D from D's events alone."),
 ]
 
 

@@ -77,7 +77,9 @@ def input_days(cfg: Config, day: dt.date, mode: Mode) -> list[dt.date]:
     if mode != "full":
         return [day]
     lead = math.ceil(cfg.events.future_tolerance_hours / 24)
-    first = transform.window_start(day, cfg.histories.retention_days).date() - dt.timedelta(days=lead)
+    first = transform.window_start(day, cfg.histories.retention_days).date() - dt.timedelta(
+        days=lead
+    )
     existing = storage.list_partitions(cfg.uri("events"), complete_only=False)
     return [d for d in existing if first <= d <= day]
 
@@ -153,10 +155,11 @@ def run(spark, cfg: Config, day: dt.date | str, mode: Mode = "incremental") -> d
 
     previous_files: list[str] = []
     if mode == "incremental":
-        prev = storage.partition(cfg.uri("histories"), day - dt.timedelta(days=1))
+        before = day - dt.timedelta(days=1)
+        prev = storage.partition(cfg.uri("histories"), before)
         if not storage.is_complete(prev):
             raise MissingInput(
-                f"histories partition {prev} is missing or incomplete: aggregate {day - dt.timedelta(days=1)} "
+                f"histories partition {prev} is missing or incomplete: aggregate {before} "
                 "first, or rebuild this day with --full (from the raw window) or --bootstrap "
                 "(start a new chain from this day's events alone)"
             )
@@ -171,7 +174,9 @@ def run(spark, cfg: Config, day: dt.date | str, mode: Mode = "incremental") -> d
         checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
         rows = (
             checked.groupBy("src_day", F.coalesce("reason", F.lit("ok")).alias("r"))
-            .agg(F.count("*").alias("n"), F.sum(F.col("unknown_type").cast("long")).alias("unknown"))
+            .agg(
+                F.count("*").alias("n"), F.sum(F.col("unknown_type").cast("long")).alias("unknown")
+            )
             .collect()
         )
     counts: dict[dt.date, Counter] = {}
@@ -188,9 +193,9 @@ def run(spark, cfg: Config, day: dt.date | str, mode: Mode = "incremental") -> d
         with stage("quarantine"):
             bad = checked.filter(F.col("reason").isNotNull() & (F.col("src_day") == F.lit(day)))
             _write_parquet(
-                bad.select("raw", "reason", "source_file").repartition(1).sortWithinPartitions(
-                    "source_file", "reason", "raw"
-                ),
+                bad.select("raw", "reason", "source_file")
+                .repartition(1)
+                .sortWithinPartitions("source_file", "reason", "raw"),
                 quarantine,
                 spark,
             )
@@ -199,12 +204,16 @@ def run(spark, cfg: Config, day: dt.date | str, mode: Mode = "incremental") -> d
             good = checked.filter(F.col("reason").isNull())
             # The day's events are broadcast (the snapshot then streams, never shuffled) when few.
             small = sum(c["ok"] for c in counts.values()) <= cfg.histories.broadcast_max_events
-            merged = transform.merge(good, previous, day, cfg, broadcast_events=small and bool(previous_files))
+            merged = transform.merge(
+                good, previous, day, cfg, broadcast_events=small and bool(previous_files)
+            )
             obs = Observation("histories")
             merged = merged.observe(obs, *transform.merge_stats())
             # Written in the partitioning the work already has, merged down to at most
             # output_files (coalesce: no shuffle only to lay out files).
-            _write_parquet(transform.finish(merged).coalesce(cfg.histories.output_files), out, spark)
+            _write_parquet(
+                transform.finish(merged).coalesce(cfg.histories.output_files), out, spark
+            )
             stats = obs.get
     finally:
         checked.unpersist()

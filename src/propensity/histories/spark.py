@@ -16,7 +16,9 @@ def spark_session(cfg: Config, app_name: str = "propensity-aggregate"):
     # Under spark-submit (which starts the JVM and says so in this variable) its --master and
     # --driver-memory stand; a plain Python process takes them from the config.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
-        builder = builder.master(cfg.spark.master).config("spark.driver.memory", cfg.spark.driver_memory)
+        builder = builder.master(cfg.spark.master).config(
+            "spark.driver.memory", cfg.spark.driver_memory
+        )
     builder = (
         builder.config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
         .config("spark.sql.adaptive.enabled", "true")

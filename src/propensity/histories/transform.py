@@ -25,7 +25,16 @@ from propensity.config import Config
 from propensity.histories.pseudonym import pseudonym_column
 from propensity.histories.schema import HISTORY_COLUMNS
 
-FIELD_KEYS = ("event_id", "profile_id", "ts", "event_type", "article_id", "brand", "category", "price")
+FIELD_KEYS = (
+    "event_id",
+    "profile_id",
+    "ts",
+    "event_type",
+    "article_id",
+    "brand",
+    "category",
+    "price",
+)
 TEXT_KEYS = ("event_id", "profile_id", "event_type", "article_id", "brand", "category")
 # Event fields inside a history, in sort order: time first, then the dedupe key breaks ties.
 EVENT_FIELDS = ["ts", "event_key", "event_type", "article", "brand", "category", "price"]
@@ -87,7 +96,9 @@ def _wrong_type_pattern(cfg: Config) -> str:
 def fields_from_parquet(rows: DataFrame, cfg: Config) -> DataFrame:
     """Parquet rows (+ source_file, src_day) -> the same columns as `fields_from_json`
     (`types_ok` from the column types: strings for text fields, a number for the price)."""
-    types = {f.name: f.dataType for f in rows.schema.fields if f.name not in ("source_file", "src_day")}
+    types = {
+        f.name: f.dataType for f in rows.schema.fields if f.name not in ("source_file", "src_day")
+    }
 
     def as_text(name: str) -> Column:
         t = types.get(name)
@@ -142,7 +153,11 @@ def validate(fields: DataFrame, cfg: Config, key: bytes) -> DataFrame:
         [F.coalesce(F.length(f[k]) > ev.max_field_chars, F.lit(False)) for k in FIELD_KEYS],
     )
     checked = fields.select(
-        "*", ts_ms.alias("_ts_ms"), price.alias("_price"), start_ms.alias("_start"), future_ms.alias("_future")
+        "*",
+        ts_ms.alias("_ts_ms"),
+        price.alias("_price"),
+        start_ms.alias("_start"),
+        future_ms.alias("_future"),
     )
     p, t = F.col("_price"), F.col("_ts_ms")
     reason = (
@@ -161,7 +176,13 @@ def validate(fields: DataFrame, cfg: Config, key: bytes) -> DataFrame:
     good = F.col("reason").isNull()
     known = f["event_type"].isin(ev.vocabulary)
     key_text = F.when(~_blank(f["event_id"]), F.concat(F.lit("id:"), f["event_id"])).otherwise(
-        F.concat_ws("|", F.lit("ev"), t.cast("string"), f["event_type"], F.coalesce(f["article_id"], F.lit("")))
+        F.concat_ws(
+            "|",
+            F.lit("ev"),
+            t.cast("string"),
+            f["event_type"],
+            F.coalesce(f["article_id"], F.lit("")),
+        )
     )
 
     def hashed(c: Column) -> Column:
@@ -202,7 +223,9 @@ def merge(
     is still inside the window is passed through untouched.
     """
     n_max = cfg.histories.max_events
-    cutoff = F.timestamp_millis(F.lit(int(window_start(day, cfg.histories.retention_days).timestamp() * 1000)))
+    cutoff = F.timestamp_millis(
+        F.lit(int(window_start(day, cfg.histories.retention_days).timestamp() * 1000))
+    )
     arrived = F.struct("event_key", "src_day", *[c for c in EVENT_FIELDS if c != "event_key"])
     # Only the collected lists travel through the joins: the per-profile work below runs once.
     incoming = events.groupBy("profile_id").agg(F.collect_list(arrived).alias("_arrived"))
@@ -211,7 +234,9 @@ def merge(
         # and writes the same schema (nullability included).
         previous = events.sparkSession.createDataFrame([], HISTORY_DDL)
     previous = previous.select(*HISTORY_COLUMNS)
-    known = previous.join(F.broadcast(incoming) if broadcast_events else incoming, "profile_id", "left")
+    known = previous.join(
+        F.broadcast(incoming) if broadcast_events else incoming, "profile_id", "left"
+    )
     created = incoming.join(previous.select("profile_id"), "profile_id", "left_anti").select(
         "profile_id",
         *[F.lit(None).cast(f.dataType).alias(f.name) for f in previous.schema.fields[1:]],
@@ -226,22 +251,33 @@ def merge(
     j = j.select(
         *[c for c in j.columns if c != "_arrived"],
         F.size("_arrived").alias("_n_arrived"),
-        F.transform(firsts, lambda x: F.struct(*[x[c].alias(c) for c in EVENT_FIELDS])).alias("_new"),
+        F.transform(firsts, lambda x: F.struct(*[x[c].alias(c) for c in EVENT_FIELDS])).alias(
+            "_new"
+        ),
     )
     had, new = F.col("n_events").isNotNull(), F.col("_new")
     j = j.select(
         "*",
         had.alias("_had"),
         (new.isNull() & (F.col("first_ts") >= cutoff)).alias("_untouched"),
-        F.when(had & new.isNotNull(), F.filter(new, lambda x: ~F.array_contains("event_key", x["event_key"])))
+        F.when(
+            had & new.isNotNull(),
+            F.filter(new, lambda x: ~F.array_contains("event_key", x["event_key"])),
+        )
         .otherwise(new)
         .alias("_fresh"),
     )
     old = F.arrays_zip(*EVENT_FIELDS)
-    every = F.when(new.isNull(), old).when(~F.col("_had"), F.col("_fresh")).otherwise(F.concat(old, "_fresh"))
+    every = (
+        F.when(new.isNull(), old)
+        .when(~F.col("_had"), F.col("_fresh"))
+        .otherwise(F.concat(old, "_fresh"))
+    )
     j = j.select(
         "*",
-        F.when(~F.col("_untouched"), F.array_sort(F.filter(every, lambda x: x["ts"] >= cutoff))).alias("_within"),
+        F.when(
+            ~F.col("_untouched"), F.array_sort(F.filter(every, lambda x: x["ts"] >= cutoff))
+        ).alias("_within"),
     )
     n = F.size("_within")
     j = j.select("*", F.slice("_within", F.greatest(n - n_max + 1, F.lit(1)), n_max).alias("_hist"))
@@ -250,13 +286,17 @@ def merge(
         "profile_id",
         F.when(keep, F.col("n_events")).otherwise(size.cast("int")).alias("n_events"),
         F.when(keep, F.col("first_ts")).otherwise(F.get(F.col("_hist"), 0)["ts"]).alias("first_ts"),
-        F.when(keep, F.col("last_ts")).otherwise(F.get(F.col("_hist"), size - 1)["ts"]).alias("last_ts"),
+        F.when(keep, F.col("last_ts"))
+        .otherwise(F.get(F.col("_hist"), size - 1)["ts"])
+        .alias("last_ts"),
         *[F.when(keep, F.col(c)).otherwise(F.col("_hist")[c]).alias(c) for c in EVENT_FIELDS],
         "_had",
         F.coalesce(F.col("_n_arrived"), F.lit(0)).alias("_n_arrived"),
         F.coalesce(F.size(new), F.lit(0)).alias("_n_unique"),
         F.coalesce(F.size("_fresh"), F.lit(0)).alias("_n_new"),
-        (F.coalesce(F.col("n_events"), F.lit(0)) + F.coalesce(F.size("_fresh"), F.lit(0))).alias("_n_all"),
+        (F.coalesce(F.col("n_events"), F.lit(0)) + F.coalesce(F.size("_fresh"), F.lit(0))).alias(
+            "_n_all"
+        ),
         F.when(keep, F.col("n_events")).otherwise(n).alias("_n_within"),
     )
 
@@ -273,7 +313,9 @@ def merge_stats() -> list[Column]:
         count(had & (new > 0) & (n > 0)).alias("profiles_updated"),
         count(had & (new == 0) & (n > 0)).alias("profiles_unchanged"),
         count(n == 0).alias("profiles_dropped"),
-        F.sum(F.col("_n_arrived") - F.col("_n_unique")).cast("long").alias("duplicates_within_input"),
+        F.sum(F.col("_n_arrived") - F.col("_n_unique"))
+        .cast("long")
+        .alias("duplicates_within_input"),
         F.sum(F.col("_n_unique") - new).cast("long").alias("duplicates_of_snapshot"),
         F.sum(F.col("_n_all") - F.col("_n_within")).cast("long").alias("events_expired"),
         F.sum(F.col("_n_within") - n).cast("long").alias("events_truncated"),
