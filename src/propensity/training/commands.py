@@ -28,7 +28,8 @@ def train(
     Output: a new version in models/<name>/; the champion pointer moves only if the gate approves.
     A killed run resumes from its local checkpoint when re-run with the same options.
     Exit codes: 0 approved, 2 bad option/config or warm start impossible without --cold,
-    3 missing histories partition, 10 gate rejected (version kept, champion unchanged).
+    3 missing histories partition, 4 malformed histories or tampered champion weights,
+    10 gate rejected (version kept, champion unchanged).
     """
     from propensity.storage import as_date
     from propensity.training.run import train as run_train
