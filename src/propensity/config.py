@@ -159,6 +159,8 @@ class ScoringConfig(_Section):
     engine: Literal["local", "spark"] = "local"
     read_rows: int = Field(32_768, gt=0)  # histories per record batch read (bounds memory)
     shard_rows: int = Field(1_000_000, gt=0)  # rows per shard (whole row groups): unit of resume
+    # Torch threads per scoring process; 0 = the cores left after one per process for its reader.
+    threads: int = Field(0, ge=0)
 
 
 class MonitoringConfig(_Section):

@@ -34,15 +34,15 @@ def model_ref(meta: dict) -> layout.ModelRef:
     return layout.ModelRef(meta["name"], meta["version"], meta["weights"]["sha256"])
 
 
-def _set_threads(processes: int) -> None:
-    """Torch threads of one of `processes` scoring processes: the cores left after one per
-    process for its reader thread. Never more threads than free cores: an oversubscribed
-    intra-op pool collapses (measured here under load: 1 thread ~5k histories/s, 2 threads
-    ~0.5k/s, on a 2-core machine shared with other jobs)."""
+def _set_threads(cfg: Config, processes: int) -> None:
+    """Torch threads of one of `processes` scoring processes: `scoring.threads`, else the cores
+    left after one per process for its reader thread. Never more threads than free cores on a
+    shared machine: an oversubscribed intra-op pool collapses (measured here under load: 1
+    thread ~5k histories/s, 2 threads ~0.5k/s, on a 2-core machine shared with other jobs)."""
     import torch
 
     cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, (cores - processes) // processes))
+    torch.set_num_threads(cfg.scoring.threads or max(1, (cores - processes) // processes))
 
 
 def score_shards(cfg: Config, day: dt.date, out: str, shards: list[layout.Shard], model, meta,
@@ -70,7 +70,7 @@ def _worker_main(cfg_json: str, day_iso: str, version: str, shard_ids: list[str]
     setup_logging()
     cfg = Config.model_validate(json.loads(cfg_json))
     day = dt.date.fromisoformat(day_iso)
-    _set_threads(share)
+    _set_threads(cfg, share)
     plan = layout.plan_shards(storage.partition(cfg.uri("histories"), day), cfg.scoring.shard_rows)
     wanted = set(shard_ids)
     model, meta = load_model(cfg, version)
@@ -149,7 +149,7 @@ def run(
         done = layout.done_shards(out)
         mine = [s for s in layout.assign(plan, worker_index, num_workers) if s.id not in done]
         log.info("array worker %s", kv(index=worker_index, of=num_workers, shards=len(mine)))
-        _set_threads(1)  # one array worker per container or machine
+        _set_threads(cfg, 1)  # one array worker per container or machine
         score_shards(cfg, day, out, mine, model, meta, worker=str(worker_index))
         if layout.missing(out, plan):
             log.info("other workers still have shards to score; the last one finalizes")
@@ -168,7 +168,7 @@ def run(
         if workers > 1 and len(todo) > 1:
             _run_processes(cfg, day, ref.version, todo, workers)
         else:
-            _set_threads(1)
+            _set_threads(cfg, 1)
             score_shards(cfg, day, out, todo, model, meta, worker="0")
     extra["wall_seconds"] = round(time.perf_counter() - started, 3)
     return layout.finalize(out, plan, ref, day, extra)

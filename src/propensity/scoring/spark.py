@@ -37,8 +37,8 @@ def _score_partition(shard_jsons, payload):
     shipped = payload.value
     if store.sha256(shipped["weights"]) != shipped["meta"]["weights"]["sha256"]:
         raise BadInput("model weights changed in transit to the executor (sha256 mismatch)")
-    torch.set_num_threads(1)  # Spark runs one task per core
     cfg = Config.model_validate(json.loads(shipped["cfg"]))
+    torch.set_num_threads(cfg.scoring.threads or 1)  # Spark runs one task per core
     model = store.build_model(shipped["meta"])
     model.load_state_dict(load_safetensors(shipped["weights"]), strict=True)
     model.eval()
