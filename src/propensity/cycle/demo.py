@@ -92,8 +92,13 @@ def write_config(directory: Path, days: int, epochs: int = 3, warm_epochs: int =
 
 def run_demo(directory: Path, profiles: int = 8000, days: int = 16, epochs: int = 3) -> int:
     """Generate events (once) and run the daily cycle over `days` days; returns the exit code."""
+    import torch
+
     from propensity.events.generate import generate_stream
 
+    # The demo's small LSTM gains nothing from intra-op threads, and OpenMP threads spinning
+    # on a busy 2-core machine made its first training 6x slower (docs/cycle.md, Measurements).
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
     cfg = load_config(write_config(directory, days, epochs=epochs))
     last = START + dt.timedelta(days=days - 1)
