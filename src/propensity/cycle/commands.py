@@ -9,14 +9,13 @@ from typing import Annotated, Optional
 import typer
 
 from propensity.cli_options import ConfigOption, SetOption, load
+from propensity.cycle.daily import ALERT_ORDER, STEPS
 from propensity.errors import ExitCode, UsageError
 from propensity.storage import as_date
 from propensity.ui import console
 
 emr_app = typer.Typer(help="Run the daily cycle on AWS EMR.", no_args_is_help=True)
 
-STEP_NAMES = ("aggregate", "train", "score", "monitor")
-ALERTS = (ExitCode.GATE_REJECTED, ExitCode.DRIFT_ALERT, ExitCode.QUALITY_ALERT)
 
 
 def _date(value: str | None, option: str):
@@ -66,10 +65,10 @@ def daily(
         raise UsageError("give --date D, or --from D1 --to D2")
     if last < first:
         raise UsageError(f"--to {last} is before --from {first}")
-    steps = tuple(only or STEP_NAMES)
-    unknown = sorted(set(steps) - set(STEP_NAMES))
+    steps = tuple(only or STEPS)
+    unknown = sorted(set(steps) - set(STEPS))
     if unknown:
-        raise UsageError(f"--only: unknown step(s) {unknown}; steps are {list(STEP_NAMES)}")
+        raise UsageError(f"--only: unknown step(s) {unknown}; steps are {list(STEPS)}")
     code = run_range(load(config, sets), first, last, force=force, only=steps)
     if code != ExitCode.OK:
         raise typer.Exit(int(code))
@@ -99,7 +98,7 @@ def demo(
     from propensity.cycle.demo import run_demo
 
     code = run_demo(directory, profiles=profiles, days=days)
-    if code not in (ExitCode.OK, *ALERTS):
+    if code not in (ExitCode.OK, *ALERT_ORDER):
         raise typer.Exit(int(code))
 
 
