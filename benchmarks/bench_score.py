@@ -153,13 +153,16 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=128, help="LSTM hidden size")
     p.add_argument("--bare-rows", type=int, default=100_000, help="histories for the bare runs")
     p.add_argument("--workers", type=int, default=1, help="--workers of the whole command")
+    p.add_argument("--threads", type=int, default=0,
+                   help="scoring.threads (torch threads per process; 0 = the command's default)")
     p.add_argument("--dir", default=None, help="working folder (default: a temporary one)")
     args = p.parse_args()
-    # The same threads as one `propensity score` process: one core is left to its reader thread.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+    # The same threads as one `propensity score` process: by default one core is left to its
+    # reader thread.
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - 1))
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        sets = [f"model.hidden_size={args.hidden}"]
+        sets = [f"model.hidden_size={args.hidden}", f"scoring.threads={args.threads}"]
         cfg = make_config(tmp, *sets)
         files = args.files or max(1, args.rows // 250_000)
         t0 = time.perf_counter()
