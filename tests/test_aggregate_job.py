@@ -73,7 +73,6 @@ def test_chain_matches_oracle_and_full_rebuild(spark, chain, caplog):
 
 def test_chain_partitions_follow_the_contract(chain):
     cfg, gen, summaries = chain
-    key = cfg.pseudonym_key()
     raw = read_raw(cfg, DAYS)
     for day, summary in zip(DAYS, summaries):
         part = storage.partition(cfg.uri("histories"), day)
@@ -99,7 +98,6 @@ def test_chain_partitions_follow_the_contract(chain):
     assert set(gen.bad_kinds) - {"absurd_ts"} <= kinds
     assert kinds & {"ts_too_old", "ts_in_future"}  # the generator's absurd_ts, split by side
     assert sum(s["unknown_event_types"] for s in summaries) > 0
-    assert oracle(cfg, key, raw, DAYS[2])[:3] != []
 
 
 def test_missing_previous_snapshot_is_a_clear_error(spark, config):
