@@ -20,7 +20,7 @@ DAYS = 8  # the first model is trained on the 8th day (horizon 7)
 
 def test_demo_runs_the_cycle_and_says_where_the_outputs_are(spark, tmp_path):
     folder = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--dir", str(folder), "--profiles", "300", "--days", str(DAYS)])
+    result = CliRunner().invoke(app, ["demo", "--dir", str(folder), "--profiles", "300", "--days", str(DAYS), "--set", "training.max_epochs=1"])
     assert result.exit_code == 0, result.output
 
     cfg = load_config(folder / "config.yaml")
@@ -45,7 +45,7 @@ def test_demo_runs_the_cycle_and_says_where_the_outputs_are(spark, tmp_path):
     assert "where the outputs are" in result.output
 
     # running it again does nothing: every step of every day is already done
-    again = CliRunner().invoke(app, ["demo", "--dir", str(folder), "--profiles", "300", "--days", str(DAYS)])
+    again = CliRunner().invoke(app, ["demo", "--dir", str(folder), "--profiles", "300", "--days", str(DAYS), "--set", "training.max_epochs=1"])
     assert again.exit_code == 0, again.output
     runs_again = storage.list_files(storage.join(cfg.uri("reports"), "runs"), suffix=".json")
     latest = [json.loads(open(r).read()) for r in sorted(set(runs_again) - set(runs))]

@@ -84,6 +84,12 @@ def demo(
     days: Annotated[
         int, typer.Option("--days", help="Days of the daily cycle (after 14 days of past events).", min=8)
     ] = 16,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", "-c", help="Use this config instead of writing DIR/config.yaml.",
+                     show_default=False),
+    ] = None,
+    sets: SetOption = None,
 ) -> None:
     """Generate sample data and run the daily cycle over it end to end (a few minutes).
 
@@ -97,7 +103,7 @@ def demo(
     """
     from propensity.cycle.demo import run_demo
 
-    code = run_demo(directory, profiles=profiles, days=days)
+    code = run_demo(directory, profiles=profiles, days=days, config=config, sets=sets)
     if code not in (ExitCode.OK, *ALERT_ORDER):
         raise typer.Exit(int(code))
 

@@ -48,8 +48,8 @@ model:                           # small: a few thousand training examples
   category_dim: 4
 
 training:
-  max_epochs: {epochs}           # cold start
-  warm_epochs: {warm_epochs}     # warm start from the champion
+  max_epochs: 3                  # cold start
+  warm_epochs: 2                 # warm start from the champion
   batch_size: 32                 # small batches: enough optimiser steps on little data
   learning_rate: 0.003
   accelerator: cpu
@@ -76,7 +76,7 @@ spark:
 """
 
 
-def write_config(directory: Path, days: int, epochs: int = 3, warm_epochs: int = 2) -> Path:
+def write_config(directory: Path, days: int) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.yaml"
     last = START + dt.timedelta(days=days - 1)
@@ -84,23 +84,39 @@ def write_config(directory: Path, days: int, epochs: int = 3, warm_epochs: int =
         CONFIG.format(
             dir=directory, root=(directory / "data").resolve(), last=last,
             work=(directory / "work").resolve(),
-            epochs=epochs, warm_epochs=warm_epochs,
         )  # fmt: skip
     )
     return path
 
 
-def run_demo(directory: Path, profiles: int = 8000, days: int = 16, epochs: int = 3) -> int:
-    """Generate events (once) and run the daily cycle over `days` days; returns the exit code."""
-    import torch
+def run_demo(
+    directory: Path,
+    profiles: int = 8000,
+    days: int = 16,
+    config: Path | None = None,
+    sets: list[str] | None = None,
+) -> int:
+    """Generate events (once) and run the daily cycle over `days` days; returns the exit code.
 
-    from propensity.events.generate import generate_stream
+    The config is DIR/config.yaml, written here, unless `config` names another; `sets` override
+    either (`--set training.max_epochs=1`)."""
+    import torch
 
     # The demo's small LSTM gains nothing from intra-op threads, and OpenMP threads spinning
     # on a busy 2-core machine made its first training 6x slower (docs/cycle.md, Measurements).
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _run(directory, profiles, days, config, sets)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(directory: Path, profiles: int, days: int, config: Path | None, sets: list[str] | None) -> int:
+    from propensity.events.generate import generate_stream
+
     t0 = time.perf_counter()
-    cfg = load_config(write_config(directory, days, epochs=epochs))
+    cfg = load_config(config or write_config(directory, days), sets)
     last = START + dt.timedelta(days=days - 1)
     events = cfg.uri("events")
     first = START - dt.timedelta(days=PAST_DAYS)
