@@ -141,6 +141,7 @@ def publish_model(
         "model": cfg.model.model_dump(),
         "types": cfg.events.types,
         "targets": cfg.target_names,
+        "feature_spec": model.spec.to_dict(),
         "training_date": day.isoformat(),
         "metrics": metrics
         or {t: {"auroc": 0.7, "average_precision": 0.3} for t in cfg.target_names},

@@ -26,6 +26,7 @@ def publish_version(cfg, version, decision="approved", seed=0):
         "model": cfg.model.model_dump(),
         "types": cfg.events.types,
         "targets": cfg.target_names,
+        "feature_spec": model.spec.to_dict(),
         "training_date": version.split(".")[0],
         "metrics": {"order_7d": {"auroc": 0.7}},
         "gate": {"decision": decision, "reasons": [] if decision == "approved" else ["too low"]},
@@ -122,3 +123,23 @@ def test_registry_on_s3(s3_bucket, tmp_path):
     assert meta["version"] == "2026-01-20.1" and store.version_names(cfg) == ["2026-01-20.1"]
     torch.testing.assert_close(loaded.state_dict()["head.3.bias"], model.state_dict()["head.3.bias"])
     assert store.next_version(cfg, dt.date(2026, 1, 20)) == "2026-01-20.2"
+
+
+def test_model_of_another_feature_version_is_refused(config):
+    publish_version(config, "2026-01-20.1")
+    uri = storage.join(store.version_uri(config, "2026-01-20.1"), store.METADATA)
+    meta = storage.read_json(uri)
+    meta["feature_spec"]["version"] = 0  # encoded by an older feature code
+    storage.write_json(uri, meta)
+    with pytest.raises(BadInput, match="feature spec version 0"):
+        load_model(config, "2026-01-20.1")
+
+
+def test_weights_that_do_not_fit_the_architecture_are_refused(config):
+    publish_version(config, "2026-01-20.1")
+    uri = storage.join(store.version_uri(config, "2026-01-20.1"), store.METADATA)
+    meta = storage.read_json(uri)
+    meta["model"]["hidden_size"] += 1  # the weights no longer fit what model.json describes
+    storage.write_json(uri, meta)
+    with pytest.raises(BadInput, match="do not fit"):
+        load_model(config, "2026-01-20.1")

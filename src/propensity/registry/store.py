@@ -240,10 +240,33 @@ def load_model(cfg, version: str | None = None):
                 "train one first (propensity train --date D)"
             )
     state, meta = read_weights(cfg, version)
+    _check_feature_spec(meta)
     model = build_model(meta)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise BadInput(
+            f"{version_uri(cfg, version)}: its weights do not fit the model this code builds "
+            f"from its model.json ({str(e).splitlines()[-1].strip()}); "
+            "train a new version with `propensity train --date D --cold`"
+        ) from None
     model.eval()
     return model, meta
+
+
+def _check_feature_spec(meta: dict) -> None:
+    """Refuse a model whose inputs were encoded by another version of the feature code: its
+    scores would silently change meaning."""
+    from propensity.training.batches import FEATURE_SPEC_VERSION
+
+    trained = (meta.get("feature_spec") or {}).get("version")
+    if trained != FEATURE_SPEC_VERSION:
+        raise BadInput(
+            f"model {meta.get('version')} was trained with feature spec version {trained}, this "
+            f"code encodes version {FEATURE_SPEC_VERSION}: train a new version with "
+            "`propensity train --date D --cold`, or score with the code version it was built with "
+            f"({meta.get('code_version')})"
+        )
 
 
 def weights_bytes(model) -> bytes:
