@@ -13,23 +13,12 @@ import numpy as np
 import pyarrow as pa
 
 from propensity import storage
+from propensity.histories.schema import HISTORY_SCHEMA
 from propensity.config import Config
 
 TS = pa.timestamp("ms", tz="UTC")
-SCHEMA = pa.schema(
-    [
-        ("profile_id", pa.string()),
-        ("n_events", pa.int32()),
-        ("first_ts", TS),
-        ("last_ts", TS),
-        ("ts", pa.list_(TS)),
-        ("event_type", pa.list_(pa.string())),
-        ("article", pa.list_(pa.int64())),
-        ("brand", pa.list_(pa.int64())),
-        ("category", pa.list_(pa.int64())),
-        ("price", pa.list_(pa.float64())),
-    ]
-)
+# The histories contract without the dedupe key, which the model never reads.
+SCHEMA = pa.schema([f for f in HISTORY_SCHEMA if f.name != "event_key"])
 
 
 def make_histories(

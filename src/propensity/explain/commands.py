@@ -13,6 +13,7 @@ import typer
 from propensity import storage
 from propensity.cli_options import ConfigOption, DateOption, SetOption, load
 from propensity.errors import UsageError
+from propensity.plots import png_bytes
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,6 @@ def explain(
     if html_out:
         storage.write_bytes(html_out, page().encode())
     if png_out:
-        storage.write_bytes(png_out, render.png_bytes(figure()))
+        storage.write_bytes(png_out, png_bytes(figure()))
     log.info("explain done %s", kv(date=day, profiles=count, json=json_out,
                                    html=html_out, png=png_out))

@@ -6,38 +6,16 @@ so what people see is exactly what machines get. Profile ids shown are pseudonym
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 import numpy as np
 from rich.table import Table
 from rich.text import Text
 
 from propensity.explain.profile import short
+from propensity.plots import img_tag, pyplot
 
 _CMAP = "RdBu_r"  # red: pushes the prediction up, blue: pushes it down
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def png_bytes(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    _plt().close(fig)
-    return buf.getvalue()
-
-
-def _img(fig) -> str:
-    data = base64.b64encode(png_bytes(fig)).decode()
-    return f"<img alt='plot' src='data:image/png;base64,{data}'>"
 
 
 def _bar(value: float, scale: float, width: int = 10) -> Text:
@@ -116,7 +94,7 @@ def _panel(fig, spec, e: dict) -> None:
     """Running probability with events coloured by contribution, above the contributions."""
     from matplotlib import colors
 
-    plt = _plt()
+    plt = pyplot()
     events = e["events"]
     x = np.arange(len(events))
     running = np.array([ev["running_probability"] for ev in events])
@@ -150,7 +128,7 @@ def _panel(fig, spec, e: dict) -> None:
 
 def figure(explanations: list[dict]):
     """One two-row panel per explanation, stacked."""
-    plt = _plt()
+    plt = pyplot()
     n = len(explanations)
     width = min(16.0, 6.0 + 0.12 * max(len(e["events"]) for e in explanations))
     fig = plt.figure(figsize=(width, 4.2 * n))
@@ -189,7 +167,7 @@ def _profile_html(e: dict) -> str:
         f"{ig['expected_sum']:+.4f}; completeness gap {ig['completeness_gap']:.4f} "
         f"(tolerance {ig['tolerance']})"
         f"{'' if ig['within_tolerance'] else _NOT_COMPLETE}.</p>"
-        f"{_img(figure([e]))}"
+        f"{img_tag(figure([e]))}"
         f"<table><tr>{head}</tr>{''.join(rows)}</table></section>"
     )
 
@@ -230,7 +208,7 @@ def html_page(explanations: list[dict]) -> str:
 
 def summary_figure(summary: dict):
     """Mean |contribution| and mean signed contribution by event type and by recency."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
     for ax, key, title in [(axes[0], "by_event_type", "event type"),
                            (axes[1], "by_recency", "time before the prediction")]:
@@ -299,7 +277,7 @@ def summary_html(summary: dict) -> str:
         f"{summary['mean_prediction']:.3f}, mean f(baseline) {summary['mean_baseline']:.3f}, "
         f"largest completeness gap {summary['max_completeness_gap']:.4f} "
         f"({summary['profiles_not_complete']} profiles above 0.01).</p>"
-        f"{_img(summary_figure(summary))}"
+        f"{img_tag(summary_figure(summary))}"
         "<table><tr><th>by</th><th>group</th><th>events</th><th>mean |contribution|</th>"
         "<th>mean contribution</th><th>share of |contribution|</th></tr>"
         f"{''.join(rows)}</table></section>"

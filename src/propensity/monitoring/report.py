@@ -9,30 +9,14 @@ explanation stage's global attribution summary when `monitoring.attribution_prof
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from typing import Any
 
 import numpy as np
 
+from propensity.plots import img_tag, pyplot
+
 _CUR, _REF = "#1f77b4", "#ff7f0e"
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _plt().close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _shares(counts) -> np.ndarray:
@@ -55,7 +39,7 @@ def _hist_panel(ax, title, cur, ref, log_x=False):
 
 
 def score_figure(current: dict, reference: dict):
-    plt = _plt()
+    plt = pyplot()
     targets = list(current["scores"])
     fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 2.8), squeeze=False)
     for ax, t in zip(axes[0], targets):
@@ -66,7 +50,7 @@ def score_figure(current: dict, reference: dict):
 
 
 def input_figure(current: dict, reference: dict):
-    plt = _plt()
+    plt = pyplot()
     numeric = list(current["numeric"])
     fig, axes = plt.subplots(2, 3, figsize=(13, 5.6))
     flat = axes.ravel()
@@ -98,7 +82,7 @@ def input_figure(current: dict, reference: dict):
 
 def trend_figure(trend: list[dict]):
     """One panel per statistic: each check's value per day, its threshold dashed."""
-    plt = _plt()
+    plt = pyplot()
     stats_ = sorted({c["statistic"] for r in trend for c in r["checks"]})
     fig, axes = plt.subplots(1, len(stats_), figsize=(3.4 * len(stats_), 2.8), squeeze=False)
     days = [r["date"] for r in trend]
@@ -122,7 +106,7 @@ def trend_figure(trend: list[dict]):
 
 
 def calibration_figure(quality: dict):
-    plt = _plt()
+    plt = pyplot()
     targets = list(quality["targets"])
     fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.2), squeeze=False)
     for ax, t in zip(axes[0], targets):
@@ -182,11 +166,11 @@ def render(result: dict, current: dict, reference: dict, trend: list[dict],
         "<h2>Checks</h2><table><tr><th>check</th><th>statistic</th><th>value</th>"
         f"<th>threshold</th><th>result</th></tr>{rows}</table>",
         "<h2>Scores against the reference</h2>",
-        f"<img src='data:image/png;base64,{_png(score_figure(current, reference))}'>",
+        img_tag(score_figure(current, reference), dpi=90),
         "<h2>Inputs against the reference</h2>",
-        f"<img src='data:image/png;base64,{_png(input_figure(current, reference))}'>",
+        img_tag(input_figure(current, reference), dpi=90),
         f"<h2>Trend (last {len(trend)} reports)</h2>",
-        f"<img src='data:image/png;base64,{_png(trend_figure(trend))}'>",
+        img_tag(trend_figure(trend), dpi=90),
         "<h2>Realised quality</h2>",
     ]
     if quality["status"] != "ok":
@@ -207,7 +191,7 @@ def render(result: dict, current: dict, reference: dict, trend: list[dict],
             "<table><tr><th>target</th><th>rows</th><th>positives</th><th>AUROC</th>"
             "<th>validation AUROC</th><th>AP</th><th>validation AP</th><th>ECE</th>"
             f"<th>result</th></tr>{qrows}</table>",
-            f"<img src='data:image/png;base64,{_png(calibration_figure(quality))}'>",
+            img_tag(calibration_figure(quality), dpi=90),
         ]
     if attribution_html:
         parts.append(attribution_html)
