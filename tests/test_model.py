@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from _training_data import histories_table, simulate
-from propensity.training.batches import FeatureSpec, encode
-from propensity.training.model import PropensityModel
+from propensity.training.batches import FeatureSpec, encode, prediction_time_ms
+from propensity.training.model import PropensityModel, log_age
 
 DAY = dt.date(2026, 1, 20)
 
@@ -35,3 +35,16 @@ def test_forward_paths_agree_and_padding_is_ignored(config):
     x = model.embed(batch)
     assert x.shape[-1] == model.input_size
     assert model.feature_groups["weekday"].stop == model.input_size
+
+
+def test_log_age_is_the_time_from_each_event_to_the_prediction_time(config):
+    table = histories_table(simulate(12, DAY - dt.timedelta(days=10), DAY, seed=2), DAY)
+    enc = encode(table, FeatureSpec.from_config(config), DAY)
+    batch = enc.batch(np.arange(len(enc)))
+    age = torch.expm1(log_age(batch).double())
+    end = prediction_time_ms(DAY)
+    for b, stamps in enumerate(table.column("ts").to_pylist()):
+        want = [(end - ts.timestamp() * 1000) / 3_600_000 for ts in stamps]
+        torch.testing.assert_close(
+            age[b, : len(want)], torch.tensor(want, dtype=torch.float64), rtol=1e-4, atol=1e-3
+        )

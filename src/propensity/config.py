@@ -119,24 +119,25 @@ class ModelConfig(_Section):
     name: str = "propensity"  # registry name: models/<name>/
     hidden_size: int = Field(64, gt=0)
     type_dim: int = Field(8, gt=0)
-    article_buckets: int = Field(1 << 15, gt=0)
-    article_dim: int = Field(16, gt=0)
-    brand_buckets: int = Field(1 << 10, gt=0)
-    brand_dim: int = Field(8, gt=0)
-    category_buckets: int = Field(1 << 10, gt=0)
-    category_dim: int = Field(8, gt=0)
+    # Hash-bucket tables kept small: larger ones overfit (docs/train.md, "Quality and speed").
+    article_buckets: int = Field(1 << 10, gt=0)
+    article_dim: int = Field(4, gt=0)
+    brand_buckets: int = Field(1 << 8, gt=0)
+    brand_dim: int = Field(4, gt=0)
+    category_buckets: int = Field(1 << 8, gt=0)
+    category_dim: int = Field(4, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
 
 
 class TrainingConfig(_Section):
     seed: int = 7
-    max_epochs: int = Field(8, gt=0)  # cold start
+    max_epochs: int = Field(12, gt=0)  # cold start
     warm_epochs: int = Field(3, gt=0)  # warm start from the champion
-    batch_size: int = Field(256, gt=0)
+    batch_size: int = Field(128, gt=0)
     learning_rate: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.01, ge=0)  # AdamW decoupled weight decay
     validation_share: float = Field(0.2, gt=0, lt=1)
-    early_stopping_patience: int = Field(2, ge=0)
+    early_stopping_patience: int = Field(3, ge=0)  # epochs without a lower val loss
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     max_examples: int | None = None  # sample cap per run, None = all
     num_workers: int = Field(0, ge=0)

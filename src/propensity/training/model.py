@@ -1,7 +1,7 @@
 """The propensity model (shared/DESIGN.md, "Model"): one LSTM layer over per-event vectors.
 
 Per event: embeddings of event type and hashed article, brand and category; log time since the
-previous event; log price; time of day (sin/cos) and weekday (one-hot). The LSTM's hidden state
+previous event; log age (time from the event to the prediction time); log price; time of day (sin/cos) and weekday (one-hot). The LSTM's hidden state
 at each history's last real event, with the profile context (time since the last event, calendar
 features of the prediction time), feeds a small head with one logit per target.
 Scores are `torch.sigmoid(logits)`.
@@ -23,6 +23,7 @@ from propensity.training.batches import CONTEXT_FEATURES, Batch, FeatureSpec
 # Log features (hours, prices) span about 0..10: scaled to about 0..2.5 so LSTM gates and the
 # head start out of saturation.
 _LOG_SCALE = 0.25
+_SINCE_LAST = CONTEXT_FEATURES.index("log_hours_since_last")
 # Architecture fields: two models whose `architecture()` match can exchange weights (warm start).
 _ARCH_FIELDS = (
     "hidden_size",
@@ -34,6 +35,17 @@ _ARCH_FIELDS = (
     "category_buckets",
     "category_dim",
 )
+
+
+def log_age(batch: Batch) -> torch.Tensor:
+    """log1p(hours from each event to the prediction time) [B, T], from the batch's gaps and
+    its time since the last event: the sum of the gaps after the event plus that time. Gives the
+    LSTM each event's recency directly (summing gaps over a long history is hard for it to
+    learn). Padding gaps are 0, so real steps never depend on padding."""
+    gap = torch.expm1(batch.log_gap.float())
+    after = gap.sum(dim=1, keepdim=True) - gap.cumsum(dim=1)  # gaps of the later events
+    since_last = torch.expm1(batch.context[:, _SINCE_LAST].float()).unsqueeze(1)
+    return torch.log1p((after + since_last).clamp(min=0)).to(batch.log_gap.dtype)
 
 
 class PropensityModel(nn.Module):
@@ -62,6 +74,7 @@ class PropensityModel(nn.Module):
             ("brand", m.brand_dim),
             ("category", m.category_dim),
             ("log_gap", 1),
+            ("log_age", 1),
             ("log_price", 1),
             ("time_of_day", 2),
             ("weekday", 7),
@@ -108,6 +121,7 @@ class PropensityModel(nn.Module):
             self.brand_emb(batch.brand),
             self.category_emb(batch.category),
             (batch.log_gap * _LOG_SCALE).unsqueeze(-1),
+            (log_age(batch) * _LOG_SCALE).unsqueeze(-1),
             (batch.log_price * _LOG_SCALE).unsqueeze(-1),
             torch.sin(angle).unsqueeze(-1),
             torch.cos(angle).unsqueeze(-1),
