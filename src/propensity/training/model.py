@@ -2,8 +2,9 @@
 
 Per event: embeddings of event type and hashed article, brand and category; log time since the
 previous event; log age (time from the event to the prediction time); log price; time of day
-(sin/cos) and weekday (one-hot). The LSTM's hidden state at each history's last real event, with the profile context (time since the last event, calendar
-features of the prediction time), feeds a small head with one logit per target.
+(sin/cos) and weekday (one-hot). The LSTM's hidden state at each history's last real event, with
+the profile context (time since the last event, calendar features of the prediction time), feeds
+a small head with one logit per target.
 Scores are `torch.sigmoid(logits)`.
 
 The forward pass is split so explanations can work on the per-event input vectors:
