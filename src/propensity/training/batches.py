@@ -42,7 +42,9 @@ CONTEXT_FEATURES = [
     "predict_doy_sin",
     "predict_doy_cos",
 ]
-FEATURE_SPEC_VERSION = 1
+# Bump when the model inputs change meaning or shape (2: per-event log age in the model), so
+# the registry refuses models encoded the old way instead of scoring them wrongly.
+FEATURE_SPEC_VERSION = 2
 _MS_PER_HOUR = 3_600_000
 _MS_PER_DAY = 86_400_000
 
