@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from propensity import storage
 from propensity.cli import app
-from propensity.config import EventFields
+from propensity.config import DEFAULT_VOCABULARY, EventFields
 from propensity.events import behaviour as bm
 from propensity.events.catalogue import CATEGORIES
 from propensity.events.generate import World, generate_stream, part_name
@@ -29,16 +29,7 @@ from propensity.events.render import EVENT_TYPES, TS_EPOCH_MS, TS_ZONE_MINUTES, 
 START = dt.date(2026, 3, 2)  # a Monday
 DAYS = 21
 BAD_SHARE = 0.04
-VOCABULARY = {
-    "view",
-    "search",
-    "add_to_cart",
-    "remove_from_cart",
-    "wishlist",
-    "checkout",
-    "order",
-    "return",
-}
+VOCABULARY = set(DEFAULT_VOCABULARY)
 
 
 def day(i: int) -> dt.date:

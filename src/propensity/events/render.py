@@ -17,18 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from propensity.config import EventFields
+from propensity.events.behaviour import SESSION_TYPES
 
-EVENT_TYPES = (
-    "view",
-    "search",
-    "add_to_cart",
-    "remove_from_cart",
-    "wishlist",
-    "checkout",
-    "return",
-    "page_ping",
-    "order",
-)
+# Every type a record can carry: the session types, then orders (drawn by the order clock).
+EVENT_TYPES = (*SESSION_TYPES, "order")
 CODE = {name: i for i, name in enumerate(EVENT_TYPES)}
 # Types that carry an article (with brand and category), and those that also carry its price.
 WITH_ARTICLE = np.array([t not in ("search", "page_ping") for t in EVENT_TYPES])
