@@ -75,6 +75,11 @@ def _empty(hist) -> bool:
     return sum(hist["counts"]) == 0
 
 
+def _comparable(ref: dict | None, hist: dict) -> bool:
+    """Two histograms can be compared: both present, non-empty and on the same bin edges."""
+    return ref is not None and ref["edges"] == hist["edges"] and not _empty(ref) and not _empty(hist)
+
+
 def checks(current: dict, reference: dict, cfg: Config) -> list[dict[str, Any]]:
     """Every drift check of `current` against `reference`; `passed` is None when a check
     cannot be computed (no data, or bins that differ), with the reason in `detail`."""
@@ -83,7 +88,7 @@ def checks(current: dict, reference: dict, cfg: Config) -> list[dict[str, Any]]:
     for target, hist in current["scores"].items():
         ref = reference.get("scores", {}).get(target)
         name = f"score_psi:{target}"
-        if ref is None or ref["edges"] != hist["edges"] or _empty(ref) or _empty(hist):
+        if not _comparable(ref, hist):
             out.append(_check(name, "scores", "psi", None, m.psi_threshold,
                               {"skipped": "no comparable reference histogram"}))
             continue
@@ -106,7 +111,7 @@ def checks(current: dict, reference: dict, cfg: Config) -> list[dict[str, Any]]:
     for feature, hist in current["numeric"].items():
         ref = reference.get("numeric", {}).get(feature)
         name = f"input_ks:{feature}"
-        if ref is None or ref["edges"] != hist["edges"] or _empty(ref) or _empty(hist):
+        if not _comparable(ref, hist):
             out.append(_check(name, "inputs", "ks", None, m.ks_threshold,
                               {"skipped": "no comparable reference histogram"}))
             continue
