@@ -38,7 +38,7 @@ def emit(**fields) -> None:
 def spark_child(root: str, last: dt.date, memory: str) -> None:
     from propensity.config import load_config
     from propensity.histories.job import run
-    from propensity.histories.spark import spark_session
+    from propensity.spark import spark_session
 
     cfg = load_config(overrides=[f"storage.root={root}", f"spark.driver_memory={memory}"])
     t = time.perf_counter()
@@ -71,7 +71,7 @@ def spark_child(root: str, last: dt.date, memory: str) -> None:
 def duckdb_sql(cfg, files: list[str], day: dt.date) -> str:
     """The aggregation of `day` from raw lines, in DuckDB SQL (rules of transform.validate)."""
     from propensity.histories import transform
-    from propensity.histories.pseudonym import _pads
+    from propensity.pseudonym import _pads
 
     ev, f = cfg.events, cfg.events.fields
     ipad, opad = _pads(cfg.pseudonym_key())

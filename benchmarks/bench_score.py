@@ -32,10 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from _scoring_data import make_histories, publish_model  # noqa: E402
-
 from conftest import make_config  # noqa: E402
+
 from propensity import storage  # noqa: E402
-from propensity.training.batches import encode, length_buckets  # noqa: E402
+from propensity.model.batches import encode, length_buckets  # noqa: E402
 
 DAY = dt.date(2026, 1, 20)
 
@@ -101,7 +101,7 @@ def onnx_runtime(model, table, batch_size: int) -> tuple[float, float] | None:
     import io
     import warnings
 
-    from propensity.training.batches import Batch
+    from propensity.model.batches import Batch
 
     names = ["event_type", "article", "brand", "category", "log_gap", "log_price", "hour",
              "weekday", "lengths", "context"]

@@ -86,7 +86,7 @@ def hand_features(table, as_of: dt.date, types: list[str]) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from propensity.training.batches import prediction_time_ms
+    from propensity.model.batches import prediction_time_ms
 
     end = prediction_time_ms(as_of)
     lengths = pc.list_value_length(table.column("ts")).to_numpy(zero_copy_only=False)
@@ -119,7 +119,7 @@ def quality(args) -> None:
 
     from propensity import storage
     from propensity.errors import PropensityError
-    from propensity.histories.pseudonym import pseudonymise
+    from propensity.pseudonym import pseudonymise
     from propensity.training.examples import load_examples
     from propensity.training.run import train
 
@@ -181,9 +181,9 @@ def quality(args) -> None:
 def speed(args) -> None:
     import torch
 
-    from propensity.training.batches import length_buckets
+    from propensity.model.batches import length_buckets
+    from propensity.model.network import PropensityModel
     from propensity.training.examples import load_examples
-    from propensity.training.model import PropensityModel
     from propensity.training.run import fit
 
     torch.set_num_threads(args.threads)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
-
 from _training_data import DAY_MS, day_ms, event, histories_table
+
 from propensity import storage
-from propensity.histories.pseudonym import pseudonymise
+from propensity.pseudonym import pseudonymise
 
 TRAIN_DAY = dt.date(2026, 3, 10)  # training date D; inputs are histories(D - 7)
 INPUT_DAY = TRAIN_DAY - dt.timedelta(days=7)  # the snapshot the tests explain

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from propensity import storage
-from propensity.histories.schema import HISTORY_SCHEMA
 from propensity.config import Config
+from propensity.histories.schema import HISTORY_SCHEMA
 
 TS = pa.timestamp("ms", tz="UTC")
 # The histories contract without the dedupe key, which the model never reads.
@@ -111,9 +111,9 @@ def publish_model(
     champion); returns the model. `reference` defaults to a summary of fresh histories."""
     import torch
 
-    from propensity.monitoring import stats
+    from propensity.model import stats
+    from propensity.model.network import PropensityModel
     from propensity.registry import store
-    from propensity.training.model import PropensityModel
 
     torch.manual_seed(seed)
     model = PropensityModel.from_config(cfg).eval()

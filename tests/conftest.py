@@ -44,7 +44,7 @@ def s3_bucket(s3_endpoint, monkeypatch):
 @pytest.fixture(scope="session")
 def spark():
     """One local Spark session for the whole run: 2 threads, few shuffle partitions, no UI."""
-    from propensity.histories.spark import spark_session
+    from propensity.spark import spark_session
 
     session = spark_session(load_config(overrides=["spark.master=local[2]"]), app_name="tests")
     yield session

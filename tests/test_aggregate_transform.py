@@ -12,8 +12,8 @@ from pyspark.sql import functions as F
 
 from propensity.histories import transform
 from propensity.histories.hashing import xxhash64
-from propensity.histories.pseudonym import pseudonym_column, pseudonymise
 from propensity.histories.schema import HISTORY_COLUMNS, REASONS
+from propensity.pseudonym import pseudonym_column, pseudonymise
 
 DAY = dt.date(2026, 1, 10)
 KEY = b"test-key"

@@ -13,13 +13,12 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pytest
 import yaml
+from conftest import make_config
 from typer.testing import CliRunner
 
-from conftest import make_config
 from propensity import storage
 from propensity.cli import app
 from propensity.cycle.daily import run_day, run_range

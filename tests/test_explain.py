@@ -7,24 +7,25 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import _explain_data as data
 import numpy as np
 import pyarrow.compute as pc
 import pytest
 import torch
-from typer.testing import CliRunner
-
-import _explain_data as data
 from _training_data import histories_table
 from conftest import make_config
+from typer.testing import CliRunner
+
 from propensity import storage
+from propensity.attribution import render as summary_render
+from propensity.attribution.integrated_gradients import integrated_gradients, leave_one_out
+from propensity.attribution.summary import HISTORY_COLUMNS, global_summary, sample_histories
 from propensity.cli import app
 from propensity.explain import lookup, render
-from propensity.explain.attribution import integrated_gradients, leave_one_out
 from propensity.explain.profile import explain_ids, explain_rows
-from propensity.explain.summary import global_summary
-from propensity.histories.pseudonym import pseudonymise
+from propensity.model.batches import encode
+from propensity.pseudonym import pseudonymise
 from propensity.registry import load_model, store
-from propensity.training.batches import encode
 from propensity.training.run import train
 
 pytestmark = pytest.mark.slow
@@ -129,7 +130,7 @@ def test_lookup_reads_only_the_asked_profiles_in_order(world):
     found = lookup.find_histories(cfg, DAY, wanted)
     assert found.column("profile_id").to_pylist() == wanted[:3]
     for row in found.to_pylist():
-        assert row == whole.select(lookup.COLUMNS).to_pylist()[ids.index(row["profile_id"])]
+        assert row == whole.select(HISTORY_COLUMNS).to_pylist()[ids.index(row["profile_id"])]
     # Row-group statistics leave at most one candidate row group per (sorted) file.
     files = storage.parquet_files(storage.partition(cfg.uri("histories"), DAY))
     candidates = 0
@@ -223,13 +224,13 @@ def test_global_summary_finds_the_deciding_event_type(world, tmp_path):
     assert max(present, key=lambda t: present[t]["mean_abs"]) == "checkout"
     assert (summary["max_completeness_gap"] <= 0.01) == (summary["profiles_not_complete"] == 0)
     json.dumps(summary)  # JSON-ready
-    fragment = render.summary_html(summary)
+    fragment = summary_render.summary_html(summary)
     assert fragment.startswith("<section>") and "data:image/png;base64," in fragment
     assert "checkout" in fragment
     # Seeded: the same sample every time, another seed another one.
-    same = lookup.sample_histories(cfg, DAY, 48, seed=1).column("profile_id")
-    assert same == lookup.sample_histories(cfg, DAY, 48, seed=1).column("profile_id")
-    assert same != lookup.sample_histories(cfg, DAY, 48, seed=2).column("profile_id")
+    same = sample_histories(cfg, DAY, 48, seed=1).column("profile_id")
+    assert same == sample_histories(cfg, DAY, 48, seed=1).column("profile_id")
+    assert same != sample_histories(cfg, DAY, 48, seed=2).column("profile_id")
 
     result = cli(storage_set, "--summary", "12", "--html", str(tmp_path / "s.html"))
     assert result.exit_code == 0, result.output

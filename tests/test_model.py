@@ -6,10 +6,10 @@ import datetime as dt
 
 import numpy as np
 import torch
-
 from _training_data import histories_table, simulate
-from propensity.training.batches import FeatureSpec, encode, prediction_time_ms
-from propensity.training.model import PropensityModel, log_age
+
+from propensity.model.batches import FeatureSpec, encode, prediction_time_ms
+from propensity.model.network import PropensityModel, log_age
 
 DAY = dt.date(2026, 1, 20)
 

@@ -6,13 +6,14 @@ import datetime as dt
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from _scoring_data import make_histories, publish_model, write_histories
 from _training_data import histories_table, simulate, write_histories_days
+from typer.testing import CliRunner
+
 from propensity import storage
 from propensity.cli import app
-from propensity.monitoring import drift, quality, stats
+from propensity.model import stats
+from propensity.monitoring import drift, quality
 from propensity.scoring.run import run
 
 DAY = dt.date(2026, 1, 20)
@@ -78,7 +79,7 @@ def test_shifted_input_is_detected_and_exits_11(config):
 def test_quality_on_matured_labels_uses_the_trainers_labels(config):
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from propensity.training.examples import labels
+    from propensity.model.labels import labels
 
     then = DAY - dt.timedelta(days=config.horizon_days)
     events = simulate(300, DAY - dt.timedelta(days=30), DAY, seed=3)

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from _scoring_data import make_histories
-from propensity.monitoring import stats
+
+from propensity.model import stats
 
 DAY = dt.date(2026, 1, 20)
 

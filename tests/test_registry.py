@@ -12,9 +12,8 @@ from typer.testing import CliRunner
 from propensity import storage
 from propensity.cli import app
 from propensity.errors import BadInput, MissingInput
-from propensity.registry import load_model
-from propensity.registry import store
-from propensity.training.model import PropensityModel
+from propensity.model.network import PropensityModel
+from propensity.registry import load_model, store
 
 runner = CliRunner()
 

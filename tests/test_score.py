@@ -9,16 +9,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import torch
-from typer.testing import CliRunner
-
 from _scoring_data import publish_model, write_histories
 from conftest import make_config
+from typer.testing import CliRunner
+
 from propensity import storage
 from propensity.cli import app
 from propensity.errors import BadInput, MissingInput
+from propensity.model.batches import encode
 from propensity.scoring import layout
 from propensity.scoring.run import run
-from propensity.training.batches import encode
 
 DAY = dt.date(2026, 1, 20)
 runner = CliRunner()

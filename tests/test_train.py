@@ -9,10 +9,10 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
-from typer.testing import CliRunner
-
 from _training_data import simulate, write_histories_days
 from conftest import make_config
+from typer.testing import CliRunner
+
 from propensity import storage
 from propensity.cli import app
 from propensity.registry import load_model, store

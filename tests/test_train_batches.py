@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from _training_data import SCHEMA, day_ms, event, histories_table, simulate
+
 from propensity.errors import BadInput
-from propensity.training.batches import (
+from propensity.model.batches import (
     FeatureSpec,
     encode,
     iter_batches,

@@ -7,9 +7,9 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from _training_data import day_ms, event, histories_table
 from conftest import make_config
+
 from propensity.training.examples import input_day, is_validation, labels
 
 D = dt.date(2026, 1, 20)

@@ -12,9 +12,7 @@ from typing import Annotated, Callable
 import typer
 
 from propensity import __version__
-from propensity.config import ConfigError
-from propensity.errors import ExitCode, PropensityError
-from propensity.storage import IncompletePartition, StorageError
+from propensity.errors import PropensityError, exit_code_of
 from propensity.ui import console, setup_logging
 
 app = typer.Typer(
@@ -56,15 +54,8 @@ def handled(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except PropensityError as e:
-            code, msg = e.exit_code, str(e)
-        except ConfigError as e:
-            code, msg = ExitCode.USAGE, str(e)
-        except IncompletePartition as e:
-            code, msg = ExitCode.MISSING_INPUT, str(e)
-        except StorageError as e:
-            code, msg = ExitCode.FAILURE, str(e)
-        console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-        raise typer.Exit(int(code))
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(int(exit_code_of(e))) from None
 
     return wrapper
 

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from propensity.config import Config, load_config
+from propensity.storage import as_date
+
+
+def parse_date(value: str) -> dt.date:
+    """A date option's value (YYYY-MM-DD); a bad one is a usage error (exit 2) naming the option."""
+    try:
+        return as_date(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
 
 ConfigOption = Annotated[
     Optional[Path],
@@ -27,7 +38,9 @@ SetOption = Annotated[
     ),
 ]
 DateOption = Annotated[
-    str, typer.Option("--date", "-d", help="The day to process, YYYY-MM-DD.", show_default=False)
+    dt.date,
+    typer.Option("--date", "-d", help="The day to process.", parser=parse_date,
+                 metavar="YYYY-MM-DD", show_default=False),
 ]
 
 

@@ -16,13 +16,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from propensity.errors import ExitCode, PropensityError
+
 CONFIG_ENV = "PROPENSITY_CONFIG"
 ENV_PREFIX = "PROPENSITY__"
 EMBEDDED = "embedded:local.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(PropensityError, ValueError):
     """A configuration that cannot be loaded; the message names the file and the key."""
+
+    exit_code = ExitCode.USAGE
 
 
 class _Section(BaseModel):

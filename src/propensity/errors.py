@@ -1,5 +1,9 @@
 """Errors that end a command, each with the exit code the command line documents.
 
+The one table of exit codes: every expected failure is a `PropensityError` subclass that names
+its code (config errors in `config`, storage errors in `storage`); `exit_code_of` is how the
+command line and the daily cycle turn any error into a code.
+
 | code | meaning |
 |------|---------|
 | 0  | success |
@@ -44,3 +48,8 @@ class MissingInput(PropensityError):
 
 class BadInput(PropensityError):
     exit_code = ExitCode.BAD_INPUT
+
+
+def exit_code_of(err: BaseException) -> ExitCode:
+    """The documented exit code of an error: its own for expected ones, else 1 (a bug)."""
+    return err.exit_code if isinstance(err, PropensityError) else ExitCode.FAILURE

@@ -26,17 +26,23 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from propensity.errors import ExitCode, PropensityError
+
 MARKER = "_SUCCESS"
 _PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 S3_MAX_ATTEMPTS = int(os.environ.get("PROPENSITY_S3_MAX_ATTEMPTS", "5"))
 
 
-class StorageError(RuntimeError):
+class StorageError(PropensityError, RuntimeError):
     """A storage operation failed; the message names the URI."""
+
+    exit_code = ExitCode.FAILURE
 
 
 class IncompletePartition(StorageError):
     """A partition has no `_SUCCESS` marker: it is being written, or its writer failed."""
+
+    exit_code = ExitCode.MISSING_INPUT
 
 
 def is_s3(uri: str) -> bool:

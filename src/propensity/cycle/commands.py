@@ -2,38 +2,39 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from propensity.cli_options import ConfigOption, SetOption, load
-from propensity.cycle.daily import ALERT_ORDER, STEPS
+from propensity.cli_options import ConfigOption, DateOption, SetOption, load, parse_date
+from propensity.cycle import emr
+from propensity.cycle.daily import ALERT_ORDER, STEPS, run_range
+from propensity.cycle.demo import run_demo
 from propensity.errors import ExitCode, UsageError
-from propensity.storage import as_date
 from propensity.ui import console
 
 emr_app = typer.Typer(help="Run the daily cycle on AWS EMR.", no_args_is_help=True)
 
 
 
-def _date(value: str | None, option: str):
-    try:
-        return as_date(value) if value else None
-    except ValueError as e:
-        raise UsageError(f"{option}: {e}") from None
-
-
 def daily(
-    date: Annotated[
-        Optional[str], typer.Option("--date", "-d", help="The day to run, YYYY-MM-DD.")
+    day: Annotated[
+        Optional[dt.date],
+        typer.Option("--date", "-d", help="The day to run.", parser=parse_date,
+                     metavar="YYYY-MM-DD"),
     ] = None,
-    start: Annotated[
-        Optional[str], typer.Option("--from", help="First day of a backfill, YYYY-MM-DD.")
+    first: Annotated[
+        Optional[dt.date],
+        typer.Option("--from", help="First day of a backfill.", parser=parse_date,
+                     metavar="YYYY-MM-DD"),
     ] = None,
-    end: Annotated[
-        Optional[str], typer.Option("--to", help="Last day of a backfill (inclusive).")
+    last: Annotated[
+        Optional[dt.date],
+        typer.Option("--to", help="Last day of a backfill (inclusive).", parser=parse_date,
+                     metavar="YYYY-MM-DD"),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Redo steps whose output is already complete.")
@@ -54,9 +55,6 @@ def daily(
     Exit codes: 0 success; 10 gate rejected (scored with the old champion); 11 drift alert;
     12 quality alert; 1/3/4 a step failed (its own code). A range stops at the first failure.
     """
-    from propensity.cycle.daily import run_range
-
-    day, first, last = _date(date, "--date"), _date(start, "--from"), _date(end, "--to")
     if day and (first or last):
         raise UsageError("give either --date D or --from D1 --to D2, not both")
     if day:
@@ -101,8 +99,6 @@ def demo(
     Exit 0 when every day ran (alerts such as a rejected candidate are part of the story),
     else the failed day's code.
     """
-    from propensity.cycle.demo import run_demo
-
     code = run_demo(directory, profiles=profiles, days=days, config=config, sets=sets)
     if code not in (ExitCode.OK, *ALERT_ORDER):
         raise typer.Exit(int(code))
@@ -113,7 +109,7 @@ def submit(
     cluster_id: Annotated[
         str, typer.Option("--cluster-id", help="The running EMR cluster (j-...).", show_default=False)
     ],
-    date: Annotated[str, typer.Option("--date", "-d", help="The day to run, YYYY-MM-DD.")],
+    day: DateOption,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait for the steps and exit with their outcome.")
     ] = False,
@@ -131,11 +127,8 @@ def submit(
     its run record (<reports>/runs/<D>-*.json: 10 gate rejected, 11 drift, 12 quality, or the
     failure's code), else 1.
     """
-    from propensity.cycle import emr
-
     cfg = load(config, sets)
-    day = _date(date, "--date").isoformat()
-    steps = emr.build_steps(day, train_image=cfg.schedule.emr.train_image, force=force)
+    steps = emr.build_steps(day.isoformat(), train_image=cfg.schedule.emr.train_image, force=force)
     if dry_run:
         typer.echo(json.dumps(steps, indent=2))
         return

@@ -22,10 +22,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from propensity import storage
-from propensity.config import Config, ConfigError
+from propensity.config import Config
 from propensity.cycle import stages
-from propensity.errors import ExitCode, PropensityError
-from propensity.storage import IncompletePartition, StorageError
+from propensity.errors import ExitCode, PropensityError, exit_code_of
 from propensity.ui import console, kv
 
 log = logging.getLogger(__name__)
@@ -63,17 +62,6 @@ class DayRun:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def exit_code_of(err: Exception) -> int:
-    """The documented exit code of an error a step raised (as `cli.handled` maps them)."""
-    if isinstance(err, PropensityError):
-        return int(err.exit_code)
-    if isinstance(err, ConfigError):
-        return int(ExitCode.USAGE)
-    if isinstance(err, IncompletePartition):
-        return int(ExitCode.MISSING_INPUT)
-    return int(ExitCode.FAILURE)
 
 
 # --- the steps: each returns (outcome, detail, exit code) and may fill in the run ------------
@@ -171,8 +159,8 @@ def run_day(cfg: Config, day: dt.date, force: bool = False, only: tuple[str, ...
         t0 = time.perf_counter()
         try:
             step.outcome, step.detail, step.exit_code = STEP_FUNCS[step.step](cfg, day, force, run)
-        except (PropensityError, ConfigError, StorageError) as e:
-            step.outcome, step.detail, step.exit_code = "failed", str(e), exit_code_of(e)
+        except PropensityError as e:
+            step.outcome, step.detail, step.exit_code = "failed", str(e), int(exit_code_of(e))
         except Exception as e:  # a bug or an infrastructure error: keep the traceback in the log
             log.error("step %s failed:\n%s", step.step, traceback.format_exc())
             step.outcome, step.detail, step.exit_code = "failed", f"{type(e).__name__}: {e}", 1

@@ -17,10 +17,14 @@ import datetime as dt
 import time
 from pathlib import Path
 
+from rich.table import Table
+
 from propensity import storage
-from propensity.config import load_config
+from propensity.config import Config, load_config
 from propensity.cycle import stages
 from propensity.cycle.daily import run_range
+from propensity.events.generate import generate_stream
+from propensity.registry import store
 from propensity.ui import console
 
 START = dt.date(2026, 1, 5)  # the cycle's first day, a Monday: the schedule trains on Mondays
@@ -100,7 +104,7 @@ def run_demo(
 
     The config is DIR/config.yaml, written here, unless `config` names another; `sets` override
     either (`--set training.max_epochs=1`)."""
-    import torch
+    import torch  # deferred: the demo command module is imported by `propensity --help`
 
     # The demo's small LSTM gains nothing from intra-op threads, and OpenMP threads spinning
     # on a busy 2-core machine made its first training 6x slower (docs/cycle.md, Measurements).
@@ -113,8 +117,6 @@ def run_demo(
 
 
 def _run(directory: Path, profiles: int, days: int, config: Path | None, sets: list[str] | None) -> int:
-    from propensity.events.generate import generate_stream
-
     t0 = time.perf_counter()
     cfg = load_config(config or write_config(directory, days), sets)
     last = START + dt.timedelta(days=days - 1)
@@ -140,12 +142,8 @@ def _run(directory: Path, profiles: int, days: int, config: Path | None, sets: l
     return code
 
 
-def where(cfg, last: dt.date) -> None:
+def where(cfg: Config, last: dt.date) -> None:
     """Print where the demo's outputs are."""
-    from rich.table import Table
-
-    from propensity.registry import store
-
     table = Table(title="where the outputs are", show_header=False)
     predictions = storage.list_partitions(cfg.uri("predictions"))
     reports = storage.list_partitions(cfg.uri("reports"))

@@ -20,6 +20,9 @@ import logging
 import time
 from dataclasses import dataclass
 
+from propensity import storage
+from propensity.config import Config
+from propensity.cycle.daily import ALERT_ORDER
 from propensity.errors import MissingInput, PropensityError, UsageError
 from propensity.ui import kv
 
@@ -134,7 +137,7 @@ def wait(
         time.sleep(poll_seconds)
 
 
-def exit_code(cfg, day: str, final: list[StepState]) -> int:
+def exit_code(cfg: Config, day: str, final: list[StepState]) -> int:
     """The day's exit code from EMR's step states and the run records the steps wrote.
 
     EMR only says FAILED; the step's run record (`<reports>/runs/<day>-*.json`, written by
@@ -142,8 +145,6 @@ def exit_code(cfg, day: str, final: list[StepState]) -> int:
     or the failure's own code. A failed step without a record (the spark-submit aggregation,
     or a crash before the record was written) counts as 1.
     """
-    from propensity import storage
-    from propensity.cycle.daily import ALERT_ORDER
 
     records = []
     runs = storage.join(cfg.uri("reports"), "runs")

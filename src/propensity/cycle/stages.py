@@ -2,7 +2,8 @@
 
 Each stage is called in-process (one Spark session and one torch import for a whole backfill)
 and read back only through its storage contract (partitions, manifests, registry metadata).
-Heavy imports stay inside the functions.
+Stage jobs are imported inside the functions: they import Spark or torch, and `propensity --help`
+(which imports this module) stays fast.
 """
 
 from __future__ import annotations
@@ -11,18 +12,16 @@ import datetime as dt
 
 from propensity import storage
 from propensity.config import Config
+from propensity.errors import ExitCode
+from propensity.registry import store
 
 
 def champion(cfg: Config) -> str | None:
-    from propensity.registry import store
-
     return store.champion_version(cfg)
 
 
 def versions_trained_for(cfg: Config, day: dt.date) -> list[tuple[str, str]]:
     """(version, gate decision) of the complete model versions trained for `day`, oldest first."""
-    from propensity.registry import store
-
     out = []
     for version in store.version_names(cfg):
         if version.startswith(day.isoformat() + "."):
@@ -42,7 +41,7 @@ def aggregate(cfg: Config, day: dt.date, mode: str) -> str:
     """histories(D): `incremental` from histories(D-1) and events(D), or `full` from the raw
     partitions of D's window."""
     from propensity.histories import job
-    from propensity.histories.spark import spark_session
+    from propensity.spark import spark_session
 
     summary = job.run(spark_session(cfg), cfg, day, mode=mode)
     window = len(summary["input_partitions"])
@@ -78,7 +77,7 @@ def train(cfg: Config, day: dt.date) -> tuple[str, str, str]:
 
 
 def _report(cfg: Config, day: dt.date) -> dict | None:
-    from propensity.monitoring.commands import RESULT
+    from propensity.monitoring.job import RESULT
 
     part = storage.partition(cfg.uri("reports"), day)
     return storage.read_json(storage.join(part, RESULT)) if storage.is_complete(part) else None
@@ -100,15 +99,15 @@ def _outcome(result: dict) -> tuple[int, str]:
         f" ({', '.join(failed[:4])}{'...' if len(failed) > 4 else ''})" if failed else ""
     )
     if result["quality_alert"]:
-        return 12, f"QUALITY ALERT; {detail}; {realised}"
+        return int(ExitCode.QUALITY_ALERT), f"QUALITY ALERT; {detail}; {realised}"
     if result["drift_alert"]:
-        return 11, f"DRIFT ALERT; {detail}; {realised}"
-    return 0, f"{detail}; {realised}"
+        return int(ExitCode.DRIFT_ALERT), f"DRIFT ALERT; {detail}; {realised}"
+    return int(ExitCode.OK), f"{detail}; {realised}"
 
 
 def monitor(cfg: Config, day: dt.date) -> tuple[int, str]:
     """reports(D): drift of predictions(D) and the realised quality of predictions(D-H)."""
-    from propensity.monitoring.commands import run_monitor
+    from propensity.monitoring.job import run_monitor
 
     return _outcome(run_monitor(cfg, day))
 
@@ -125,6 +124,6 @@ def retrain_requested(cfg: Config, day: dt.date) -> bool:
 
 
 def report_html(cfg: Config, day: dt.date) -> str:
-    from propensity.monitoring.commands import HTML
+    from propensity.monitoring.job import HTML
 
     return storage.join(storage.partition(cfg.uri("reports"), day), HTML)

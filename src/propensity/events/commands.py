@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Annotated
 
 import typer
 
-from propensity.cli_options import ConfigOption, SetOption, load
+from propensity.cli_options import ConfigOption, SetOption, load, parse_date
 from propensity.errors import UsageError
-from propensity.ui import kv
+from propensity.events.generate import generate_stream
+from propensity.ui import console, kv
 
 log = logging.getLogger(__name__)
 
 
 def generate(
     start: Annotated[
-        str, typer.Option("--start", help="First day, YYYY-MM-DD.", show_default=False)
+        dt.date,
+        typer.Option("--start", help="First day.", parser=parse_date, metavar="YYYY-MM-DD",
+                     show_default=False),
     ],
     days: Annotated[
         int, typer.Option("--days", help="Number of daily partitions.", show_default=False)
@@ -54,15 +58,8 @@ def generate(
 
     Exit codes: 0 ok, 1 storage failure, 2 bad option or config.
     """
-    from propensity import storage
-    from propensity.events.generate import generate_stream
-    from propensity.ui import console
 
     cfg = load(config, sets)
-    try:
-        day = storage.as_date(start)
-    except ValueError as e:
-        raise UsageError(f"--start: {e}") from None
     # The planted model knows order probabilities only: truth for targets that are orders.
     horizons = {
         f"p_{t.name}": t.horizon_days for t in cfg.targets if list(t.event_types) == ["order"]
@@ -73,7 +70,7 @@ def generate(
     try:
         summary = generate_stream(
             out or cfg.uri("events"),
-            day,
+            start,
             days,
             profiles,
             seed=seed,

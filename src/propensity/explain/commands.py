@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def explain(
-    date: DateOption,
+    day: DateOption,
     profile: Annotated[
         Optional[str],
         typer.Option("--profile", "-p", show_default=False,
@@ -94,29 +94,26 @@ def explain(
     """
     from rich.console import Console
 
+    # Deferred: these import torch, so that `propensity --help` stays fast.
+    from propensity.attribution import render as summary_render
+    from propensity.attribution.summary import global_summary
     from propensity.explain import lookup, render
     from propensity.explain.profile import explain_ids
-    from propensity.histories.pseudonym import pseudonymise
+    from propensity.pseudonym import pseudonymise
 
     if sum(x is not None for x in (profile, top, summary)) != 1:
         raise UsageError("give exactly one of --profile ID, --top N and --summary N")
     if pseudonymised and profile is None:
         raise UsageError("--pseudonymised goes with --profile")
     cfg = load(config, sets)
-    try:
-        day = storage.as_date(date)
-    except ValueError as e:
-        raise UsageError(f"--date: {e}") from None
 
     # stdout: the explanation is this command's output; wide when piped, so nothing is cut.
     out = Console(width=None if sys.stdout.isatty() else 160)
     if summary is not None:
-        from propensity.explain.summary import global_summary
-
         document: dict = global_summary(cfg, day, summary, target, version)
-        out.print(render.summary_table(document))
-        page = functools.partial(render.summary_page, document)
-        figure = functools.partial(render.summary_figure, document)
+        out.print(summary_render.summary_table(document))
+        page = functools.partial(summary_render.summary_page, document)
+        figure = functools.partial(summary_render.summary_figure, document)
         count = document["profiles"]
     else:
         if profile is not None:

@@ -1,5 +1,5 @@
-"""Reading what an explanation needs: a few profiles of histories(D), the top of predictions(D),
-and a sample of histories(D) for the global summary, without reading whole partitions.
+"""Reading what an explanation needs: a few profiles of histories(D) and the top of
+predictions(D), without reading whole partitions.
 
 The aggregation job writes each histories file sorted by profile_id, so Parquet row-group
 min/max statistics let a lookup skip almost every row group: one profile costs the footers plus
@@ -17,10 +17,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from propensity import storage
+from propensity.attribution.summary import HISTORY_COLUMNS, history_columns
+from propensity.config import Config
 from propensity.errors import BadInput, MissingInput, UsageError
-from propensity.training.batches import LIST_COLUMNS
-
-COLUMNS = ["profile_id", *LIST_COLUMNS]
 
 
 def _id_column(pf: pq.ParquetFile, uri: str) -> int:
@@ -41,15 +40,7 @@ def _may_hold(pf: pq.ParquetFile, group: int, column: int, ids: list[str]) -> bo
     return any(lo <= i <= hi for i in ids)
 
 
-def _columns(pf: pq.ParquetFile, uri: str) -> list[str]:
-    names = pf.schema_arrow.names
-    missing = [c for c in COLUMNS if c not in names]
-    if missing:
-        raise BadInput(f"{uri}: histories columns missing: {', '.join(missing)}")
-    return COLUMNS
-
-
-def find_histories(cfg, day: dt.date, stored_ids: list[str]) -> pa.Table:
+def find_histories(cfg: Config, day: dt.date, stored_ids: list[str]) -> pa.Table:
     """The histories(D) rows of the given (pseudonymised) ids, in the order given; ids not found
     are absent from the result. Refuses an incomplete partition (exit 3)."""
     files = storage.parquet_files(storage.partition(cfg.uri("histories"), day))
@@ -70,47 +61,18 @@ def find_histories(cfg, day: dt.date, stored_ids: list[str]) -> pa.Table:
             mask = pc.is_in(ids, value_set=pa.array(wanted, pa.string()))
             if not pc.any(mask).as_py():
                 continue
-            rows = pf.read_row_group(group, columns=_columns(pf, uri)).filter(mask)
+            rows = pf.read_row_group(group, columns=history_columns(pf, uri)).filter(mask)
             found.append(rows)
             remaining -= set(rows.column("profile_id").to_pylist())
     if not found:
-        return pa.table({c: [] for c in COLUMNS}).slice(0, 0)
+        return pa.table({c: [] for c in HISTORY_COLUMNS}).slice(0, 0)
     table = pa.concat_tables(found, promote_options="permissive")
     order = {pid: i for i, pid in enumerate(stored_ids)}
     keys = [order[pid] for pid in table.column("profile_id").to_pylist()]
     return table.take(np.argsort(keys, kind="stable"))
 
 
-def sample_histories(cfg, day: dt.date, n: int, seed: int = 0) -> pa.Table:
-    """About `n` profiles of histories(D): whole row groups in a seeded random order until `n`
-    rows are read, then `n` of those rows at random. Files are sorted by pseudonymised id (a
-    keyed hash), so any row group is already a random sample of profiles."""
-    files = storage.parquet_files(storage.partition(cfg.uri("histories"), day))
-    groups = []
-    opened = {}
-    for uri in files:
-        pf = storage.open_parquet(uri)
-        opened[uri] = pf
-        groups.extend((uri, g) for g in range(pf.num_row_groups))
-    rng = np.random.default_rng(seed)
-    parts, rows = [], 0
-    for k in rng.permutation(len(groups)):
-        if rows >= n:
-            break
-        uri, g = groups[k]
-        pf = opened[uri]
-        part = pf.read_row_group(g, columns=_columns(pf, uri))
-        parts.append(part)
-        rows += part.num_rows
-    if not rows:
-        raise MissingInput(f"histories of {day} hold no profile to summarise")
-    table = pa.concat_tables(parts, promote_options="permissive")
-    if table.num_rows > n:
-        table = table.take(np.sort(rng.choice(table.num_rows, n, replace=False)))
-    return table
-
-
-def top_predictions(cfg, day: dt.date, target: str | None, n: int) -> tuple[str, list[dict]]:
+def top_predictions(cfg: Config, day: dt.date, target: str | None, n: int) -> tuple[str, list[dict]]:
     """(target, the `n` highest-scored rows of predictions(D) for it, highest first, as dicts
     with profile_id, score, model_version). Target None: the first score column. Streams the
     files, keeping only the top."""

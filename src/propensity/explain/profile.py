@@ -9,17 +9,20 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from propensity.errors import MissingInput, UsageError
-from propensity.explain import lookup
-from propensity.explain.attribution import (
+from propensity.attribution.integrated_gradients import (
     BASELINE,
     IG_STEPS,
     IG_TOLERANCE,
     integrated_gradients,
     leave_one_out,
+    resolve_target,
     running_probabilities,
 )
-from propensity.training.batches import encode, prediction_time_ms
+from propensity.attribution.summary import HISTORY_COLUMNS
+from propensity.errors import MissingInput
+from propensity.explain import lookup
+from propensity.model.batches import encode, prediction_time_ms
+from propensity.registry import load_model
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
@@ -30,15 +33,6 @@ LOO = "f(history) - f(history without the event), re-encoded (gaps and recency r
 def short(stored_id: str) -> str:
     """A short prefix of a pseudonymised id, for terminal tables."""
     return stored_id[:ID_PREFIX] + "…"
-
-
-def resolve_target(model, target: str | None) -> tuple[str, int]:
-    """The target's name and output index (default: the model's first target)."""
-    if target is None:
-        return model.targets[0], 0
-    if target not in model.targets:
-        raise UsageError(f"--target {target!r}: the model predicts {', '.join(model.targets)}")
-    return target, model.targets.index(target)
 
 
 def _ts_ms(values: list) -> list[int]:
@@ -70,7 +64,7 @@ def explain_rows(
     end = prediction_time_ms(day)
     groups = model.feature_groups
     out = []
-    for i, row in enumerate(histories.select(lookup.COLUMNS).to_pylist()):
+    for i, row in enumerate(histories.select(HISTORY_COLUMNS).to_pylist()):
         batch = encoded.batch(np.array([i]))
         n = int(encoded.lengths[i])
         ig = integrated_gradients(model, batch, t, steps=steps, tolerance=tolerance)
@@ -131,13 +125,6 @@ def explain_rows(
     return out
 
 
-def load(cfg, version: str | None):
-    """(model, metadata): the given registry version, else the champion (sha256-verified)."""
-    from propensity.registry import load_model
-
-    return load_model(cfg, version)
-
-
 def explain_ids(
     cfg,
     day: dt.date,
@@ -150,7 +137,7 @@ def explain_ids(
     """Explanations of profiles of histories(D) given by pseudonymised id, in the order given.
     MissingInput (exit 3) when one is not in histories(D), naming only a prefix of its
     pseudonymised id."""
-    model, meta = load(cfg, version)
+    model, meta = load_model(cfg, version)
     resolve_target(model, target)  # fail on a bad --target before reading anything
     table = lookup.find_histories(cfg, day, stored_ids)
     found = set(table.column("profile_id").to_pylist())

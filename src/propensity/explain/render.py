@@ -1,6 +1,7 @@
 """Explanations for people: terminal tables (rich), PNG plots (matplotlib), HTML pages.
 
-Every renderer takes the JSON-ready dicts of `profile.explain_rows` / `summary.global_summary`,
+Every renderer takes the JSON-ready dicts of `profile.explain_rows` (the global summary renders
+in `attribution.render`),
 so what people see is exactly what machines get. Profile ids shown are pseudonymised.
 """
 
@@ -13,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from propensity.explain.profile import short
-from propensity.plots import img_tag, pyplot
+from propensity.plots import img_tag, page, pyplot
 
 _CMAP = "RdBu_r"  # red: pushes the prediction up, blue: pushes it down
 
@@ -176,11 +177,6 @@ _NOT_COMPLETE = (
     ": <b style='color:#c0392b'>not complete</b>, the output jumps along the integration path; "
     "read leave-one-out for this profile"
 )
-_STYLE = (
-    "body{font-family:sans-serif;margin:2em;max-width:1200px}"
-    "table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;text-align:right}"
-    "td:nth-child(2),td:nth-child(3){text-align:left}img{max-width:100%}"
-)
 _HOW_TO_READ = (
     "<p>How to read: the line is the model's prediction after each event (as if the history "
     "ended there, scored at the end of the day). Each dot and bar is an event, coloured by its "
@@ -190,95 +186,9 @@ _HOW_TO_READ = (
 )
 
 
-def page(title: str, body: str) -> str:
-    """A self-contained HTML page around `body`."""
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
-    )
-
-
 def html_page(explanations: list[dict]) -> str:
     """A self-contained HTML page (plots inline) for one or more explanations."""
     first = explanations[0]
     title = (f"explanation · {first['date']} · model {first['model_version']} · "
              f"{first['target']}")
     return page(title, _HOW_TO_READ + "".join(_profile_html(e) for e in explanations))
-
-
-def summary_figure(summary: dict):
-    """Mean |contribution| and mean signed contribution by event type and by recency."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-    for ax, key, title in [(axes[0], "by_event_type", "event type"),
-                           (axes[1], "by_recency", "time before the prediction")]:
-        groups = [g for g, v in summary[key].items() if v["events"]]
-        x = np.arange(len(groups))
-        mean_abs = [summary[key][g]["mean_abs"] for g in groups]
-        mean = [summary[key][g]["mean"] for g in groups]
-        ax.bar(x - 0.2, mean_abs, width=0.4, color="0.6", label="mean |contribution|")
-        ax.bar(x + 0.2, mean, width=0.4, color=["#c0392b" if m > 0 else "#2e6da4" for m in mean],
-               label="mean contribution")
-        ax.axhline(0, color="k", lw=0.6)
-        ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"per event, by {title}", fontsize=9)
-        ax.tick_params(axis="y", labelsize=7)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(
-        f"what drives {summary['target']}: {summary['profiles']} profiles of {summary['date']}, "
-        f"model {summary['model_version']}", fontsize=10,
-    )
-    return fig
-
-
-def summary_table(summary: dict) -> Table:
-    """The global summary for the terminal: one row per event type and recency bucket."""
-    table = Table(
-        title=(f"what drives {summary['target']} · {summary['profiles']} profiles of "
-               f"{summary['date']} · model {summary['model_version']}"),
-        caption=(f"integrated gradients per event; mean prediction {summary['mean_prediction']:.3f}"
-                 f", mean f(baseline) {summary['mean_baseline']:.3f}, largest completeness gap "
-                 f"{summary['max_completeness_gap']:.4f} ({summary['profiles_not_complete']} "
-                 "profiles above 0.01)"),
-        caption_justify="left",
-    )
-    for col in ["by", "group", "events", "mean |contribution|", "mean contribution",
-                "share of |contribution|"]:
-        table.add_column(col, justify="left" if col in ("by", "group") else "right")
-    for key, title in [("by_event_type", "event type"), ("by_recency", "recency")]:
-        for group, v in summary[key].items():
-            table.add_row(title, group, str(v["events"]), f"{v['mean_abs']:.4f}",
-                          Text(f"{v['mean']:+.4f}", style="red" if v["mean"] > 0 else "blue"),
-                          f"{v['share_of_abs']:.1%}")
-    return table
-
-
-def summary_page(summary: dict) -> str:
-    """A self-contained HTML page holding the summary fragment."""
-    return page(f"what drives the predictions · {summary['date']}", summary_html(summary))
-
-
-def summary_html(summary: dict) -> str:
-    """An HTML fragment (a <section>, plot inline) for the monitoring report."""
-    esc = html.escape
-    rows = []
-    for key, title in [("by_event_type", "event type"), ("by_recency", "recency")]:
-        for group, v in summary[key].items():
-            rows.append(
-                f"<tr><td>{esc(title)}</td><td>{esc(group)}</td><td>{v['events']}</td>"
-                f"<td>{v['mean_abs']:.4f}</td><td>{v['mean']:+.4f}</td>"
-                f"<td>{v['share_of_abs']:.1%}</td></tr>"
-            )
-    return (
-        "<section><h2>What drives the predictions</h2>"
-        f"<p>Integrated gradients of {esc(summary['target'])} for {summary['profiles']} sampled "
-        f"profiles ({summary['events']} events) of {esc(summary['date'])}, model "
-        f"{esc(summary['model_version'])}, baseline: {esc(summary['baseline'])}. Mean prediction "
-        f"{summary['mean_prediction']:.3f}, mean f(baseline) {summary['mean_baseline']:.3f}, "
-        f"largest completeness gap {summary['max_completeness_gap']:.4f} "
-        f"({summary['profiles_not_complete']} profiles above 0.01).</p>"
-        f"{img_tag(summary_figure(summary))}"
-        "<table><tr><th>by</th><th>group</th><th>events</th><th>mean |contribution|</th>"
-        "<th>mean contribution</th><th>share of |contribution|</th></tr>"
-        f"{''.join(rows)}</table></section>"
-    )

@@ -23,7 +23,7 @@ BootstrapOption = Annotated[
 
 
 def aggregate(
-    date: DateOption,
+    day: DateOption,
     full: FullOption = False,
     bootstrap: BootstrapOption = False,
     config: ConfigOption = None,
@@ -39,14 +39,9 @@ def aggregate(
     cfg = load(config, sets)
     if full and bootstrap:
         raise UsageError("--full and --bootstrap exclude each other")
-    from propensity import storage
-
-    try:
-        day = storage.as_date(date)
-    except ValueError as e:
-        raise UsageError(f"--date: {e}") from None
+    # Deferred: pyspark, so that `propensity --help` stays fast.
     from propensity.histories.job import print_summary, run
-    from propensity.histories.spark import spark_session
+    from propensity.spark import spark_session
 
     mode = "full" if full else "bootstrap" if bootstrap else "incremental"
     summary = run(spark_session(cfg), cfg, day, mode)

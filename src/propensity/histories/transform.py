@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from propensity.config import Config
-from propensity.histories.pseudonym import pseudonym_column
+from propensity.pseudonym import pseudonym_column
 from propensity.histories.schema import HISTORY_COLUMNS
 
 FIELD_KEYS = (

@@ -80,20 +80,29 @@ def _comparable(ref: dict | None, hist: dict) -> bool:
     return ref is not None and ref["edges"] == hist["edges"] and not _empty(ref) and not _empty(hist)
 
 
+def _histogram_check(name: str, group: str, statistic: str, ref: dict | None, hist: dict,
+                     threshold: float, value_and_detail) -> dict[str, Any]:
+    """One check of a histogram against its reference; skipped when they cannot be compared.
+    `value_and_detail(ref, hist)` gives the statistic and the detail to report beside it."""
+    if not _comparable(ref, hist):
+        return _check(name, group, statistic, None, threshold,
+                      {"skipped": "no comparable reference histogram"})
+    value, detail = value_and_detail(ref, hist)
+    return _check(name, group, statistic, value, threshold, detail)
+
+
 def checks(current: dict, reference: dict, cfg: Config) -> list[dict[str, Any]]:
     """Every drift check of `current` against `reference`; `passed` is None when a check
     cannot be computed (no data, or bins that differ), with the reason in `detail`."""
     m = cfg.monitoring
     out = []
     for target, hist in current["scores"].items():
-        ref = reference.get("scores", {}).get(target)
-        name = f"score_psi:{target}"
-        if not _comparable(ref, hist):
-            out.append(_check(name, "scores", "psi", None, m.psi_threshold,
-                              {"skipped": "no comparable reference histogram"}))
-            continue
-        out.append(_check(name, "scores", "psi", psi(ref["counts"], hist["counts"]),
-                          m.psi_threshold, {"mean": hist["mean"], "reference_mean": ref["mean"]}))
+        out.append(_histogram_check(
+            f"score_psi:{target}", "scores", "psi", reference.get("scores", {}).get(target), hist,
+            m.psi_threshold,
+            lambda ref, cur: (psi(ref["counts"], cur["counts"]),
+                              {"mean": cur["mean"], "reference_mean": ref["mean"]}),
+        ))
 
     ref_types = reference.get("event_types", {}).get("counts", {})
     cur_types = current["event_types"]["counts"]
@@ -109,16 +118,14 @@ def checks(current: dict, reference: dict, cfg: Config) -> list[dict[str, Any]]:
                        "reference_unknown_type_share": reference.get("unknown_type_share")}))
 
     for feature, hist in current["numeric"].items():
-        ref = reference.get("numeric", {}).get(feature)
-        name = f"input_ks:{feature}"
-        if not _comparable(ref, hist):
-            out.append(_check(name, "inputs", "ks", None, m.ks_threshold,
-                              {"skipped": "no comparable reference histogram"}))
-            continue
-        out.append(_check(
-            name, "inputs", "ks", ks_binned(ref["counts"], hist["counts"]), m.ks_threshold,
-            {"wasserstein": wasserstein_binned(hist["edges"], ref["counts"], hist["counts"]),
-             "median": hist["quantiles"]["p50"], "reference_median": ref["quantiles"]["p50"]},
+        out.append(_histogram_check(
+            f"input_ks:{feature}", "inputs", "ks", reference.get("numeric", {}).get(feature), hist,
+            m.ks_threshold,
+            lambda ref, cur: (ks_binned(ref["counts"], cur["counts"]),
+                              {"wasserstein": wasserstein_binned(cur["edges"], ref["counts"],
+                                                                 cur["counts"]),
+                               "median": cur["quantiles"]["p50"],
+                               "reference_median": ref["quantiles"]["p50"]}),
         ))
 
     for field, share in current["null_shares"].items():

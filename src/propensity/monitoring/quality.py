@@ -1,7 +1,7 @@
 """Delayed quality: predictions of D-H scored against labels that matured by D.
 
-Labels come from the trainer's own label function (`training.examples.labels`, the same
-definition the model was trained on), applied to histories(D) in record batches so that only the
+Labels come from the label function training uses (`model.labels`, the same definition the
+model was trained on), applied to histories(D) in record batches so that only the
 predictions of D-H (ids and scores) are held in memory. Metrics: AUROC, average precision and a
 10-bin calibration table (mean predicted vs observed rate, expected calibration error), each
 next to the model version's validation figures from its model.json.
@@ -18,6 +18,8 @@ import pyarrow as pa
 
 from propensity import storage
 from propensity.config import Config
+from propensity.model.labels import labels
+from propensity.registry import store
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
@@ -85,8 +87,6 @@ def calibration(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
 
 def matured_labels(cfg: Config, ids: pa.Table, then: dt.date, now: dt.date) -> np.ndarray:
     """Labels [N, n_targets] of the profiles in `ids` (snapshot of `then`) from histories(now)."""
-    from propensity.training.examples import labels
-
     out = np.zeros((ids.num_rows, len(cfg.targets)), dtype=np.float32)
     for uri in storage.parquet_files(storage.partition(cfg.uri("histories"), now)):
         pf = storage.open_parquet(uri)
@@ -99,8 +99,6 @@ def matured_labels(cfg: Config, ids: pa.Table, then: dt.date, now: dt.date) -> n
 
 def evaluate(cfg: Config, day: dt.date) -> dict[str, Any]:
     """Realised quality of predictions(D-H) as of D: status `ok`, or `pending` with the reason."""
-    from propensity.registry import store
-
     then = day - dt.timedelta(days=cfg.horizon_days)
     predictions = storage.partition(cfg.uri("predictions"), then)
     histories = storage.partition(cfg.uri("histories"), day)

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from propensity.cli_options import ConfigOption, SetOption, load
+from propensity.registry import store
 
 app = typer.Typer(help="List, inspect, promote and roll back model versions.", no_args_is_help=True)
 
@@ -43,8 +44,6 @@ def list_versions(
     """List model versions with dates, metrics and gate decisions (* = champion)."""
     from rich.table import Table
 
-    from propensity.registry import store
-
     cfg = load(config, sets)
     champion = store.champion_version(cfg)
     rows = [store.read_metadata(cfg, v) for v in store.version_names(cfg)]
@@ -74,8 +73,6 @@ def show(
     sets: SetOption = None,
 ) -> None:
     """Print a version's model.json and verify its weights (exit 4 if tampered or truncated)."""
-    from propensity.registry import store
-
     cfg = load(config, sets)
     meta = store.read_metadata(cfg, version)
     typer.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
@@ -95,8 +92,6 @@ def promote(
     sets: SetOption = None,
 ) -> None:
     """Make VERSION the champion (scoring uses it from the next run)."""
-    from propensity.registry import store
-
     cfg = load(config, sets)
     move = store.promote(cfg, version, by, reason, force=force)
     before = move["from"] or "none"
@@ -111,8 +106,6 @@ def rollback(
     sets: SetOption = None,
 ) -> None:
     """Point the champion back at the previous champion."""
-    from propensity.registry import store
-
     cfg = load(config, sets)
     move = store.rollback(cfg, by, reason)
     typer.echo(f"champion: {move['from']} -> {move['version']} (by {move['by']}: {reason})")

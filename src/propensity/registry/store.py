@@ -21,6 +21,7 @@ import os
 import re
 
 from propensity import storage
+from propensity.config import Config, ModelConfig
 from propensity.errors import BadInput, MissingInput, UsageError
 
 WEIGHTS = "weights.safetensors"
@@ -30,12 +31,12 @@ CHAMPION = "champion.json"
 _VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(\d+)$")
 
 
-def root(cfg) -> str:
+def root(cfg: Config) -> str:
     """URI of this config's model name in the registry: `models/<name>`."""
     return storage.join(cfg.uri("models"), cfg.model.name)
 
 
-def version_uri(cfg, version: str) -> str:
+def version_uri(cfg: Config, version: str) -> str:
     return storage.join(root(cfg), version)
 
 
@@ -44,7 +45,7 @@ def _sort_key(version: str) -> tuple:
     return (m.group(1), int(m.group(2))) if m else (version, 0)
 
 
-def version_names(cfg) -> list[str]:
+def version_names(cfg: Config) -> list[str]:
     """Names of the complete versions (those with a model.json), oldest first."""
     base = root(cfg)
     names = set()
@@ -55,7 +56,7 @@ def version_names(cfg) -> list[str]:
     return sorted(names, key=_sort_key)
 
 
-def next_version(cfg, day: dt.date) -> str:
+def next_version(cfg: Config, day: dt.date) -> str:
     """A fresh version name for a training run of `day`: `<day>.<n>`, n one above any folder
     of that day (complete or not, so a crashed run's leftovers are never reused)."""
     base = root(cfg)
@@ -68,7 +69,7 @@ def next_version(cfg, day: dt.date) -> str:
     return f"{day.isoformat()}.{max(used) + 1}"
 
 
-def read_metadata(cfg, version: str) -> dict:
+def read_metadata(cfg: Config, version: str) -> dict:
     """model.json of a version; MissingInput (exit 3) when the version is absent or incomplete."""
     uri = storage.join(version_uri(cfg, version), METADATA)
     if not storage.exists(uri):
@@ -77,7 +78,7 @@ def read_metadata(cfg, version: str) -> dict:
     return storage.read_json(uri)
 
 
-def read_reference(cfg, version: str) -> dict:
+def read_reference(cfg: Config, version: str) -> dict:
     """reference.json (monitoring statistics) of a version."""
     uri = storage.join(version_uri(cfg, version), REFERENCE)
     if not storage.exists(uri):
@@ -85,13 +86,13 @@ def read_reference(cfg, version: str) -> dict:
     return storage.read_json(uri)
 
 
-def read_champion(cfg) -> dict | None:
+def read_champion(cfg: Config) -> dict | None:
     """The champion pointer ({"version", "history", ...}), or None before the first model."""
     uri = storage.join(root(cfg), CHAMPION)
     return storage.read_json(uri) if storage.exists(uri) else None
 
 
-def champion_version(cfg) -> str | None:
+def champion_version(cfg: Config) -> str | None:
     pointer = read_champion(cfg)
     return pointer["version"] if pointer else None
 
@@ -110,7 +111,7 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def move_champion(cfg, version: str, action: str, by: str | None, reason: str) -> dict:
+def move_champion(cfg: Config, version: str, action: str, by: str | None, reason: str) -> dict:
     """Point the champion at `version` (one atomic write) and record who, why and from where."""
     read_weights(cfg, version)  # never point at a version that is incomplete or would not load
     pointer = read_champion(cfg) or {"name": cfg.model.name, "version": None, "history": []}
@@ -132,7 +133,7 @@ def move_champion(cfg, version: str, action: str, by: str | None, reason: str) -
     return move
 
 
-def promote(cfg, version: str, by: str | None, reason: str, force: bool = False) -> dict:
+def promote(cfg: Config, version: str, by: str | None, reason: str, force: bool = False) -> dict:
     """Make `version` the champion by hand. A version the gate rejected needs `force`."""
     meta = read_metadata(cfg, version)
     gate = meta.get("gate") or {}
@@ -157,7 +158,7 @@ def rollback_target(pointer: dict) -> str | None:
     return None
 
 
-def rollback(cfg, by: str | None, reason: str) -> dict:
+def rollback(cfg: Config, by: str | None, reason: str) -> dict:
     """Move the champion pointer back to the previous champion."""
     pointer = read_champion(cfg)
     if not pointer:
@@ -173,7 +174,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def publish(cfg, version: str, weights: bytes, metadata: dict, reference: dict) -> dict:
+def publish(cfg: Config, version: str, weights: bytes, metadata: dict, reference: dict) -> dict:
     """Write a version: weights, reference statistics, then model.json (last, with the weights'
     sha256). Returns the metadata as written. Does not move the champion."""
     base = version_uri(cfg, version)
@@ -189,7 +190,7 @@ def publish(cfg, version: str, weights: bytes, metadata: dict, reference: dict) 
     return metadata
 
 
-def read_weights(cfg, version: str, meta: dict | None = None) -> tuple[dict, dict]:
+def read_weights(cfg: Config, version: str, meta: dict | None = None) -> tuple[dict, dict]:
     """The verified state dict (torch tensors) and metadata of a version.
 
     Raises BadInput (exit 4) naming the file when its sha256 differs from model.json
@@ -219,13 +220,12 @@ def read_weights(cfg, version: str, meta: dict | None = None) -> tuple[dict, dic
 
 def build_model(meta: dict):
     """An untrained PropensityModel with the architecture recorded in `meta`."""
-    from propensity.config import ModelConfig
-    from propensity.training.model import PropensityModel
+    from propensity.model.network import PropensityModel
 
     return PropensityModel(ModelConfig(**meta["model"]), meta["types"], meta["targets"])
 
 
-def load_model(cfg, version: str | None = None):
+def load_model(cfg: Config, version: str | None = None):
     """Load a version (default: the champion) as `(PropensityModel in eval mode, metadata)`.
 
     The weights' sha256 is verified against model.json first (BadInput, exit 4, naming the file
@@ -257,7 +257,7 @@ def load_model(cfg, version: str | None = None):
 def _check_feature_spec(meta: dict) -> None:
     """Refuse a model whose inputs were encoded by another version of the feature code: its
     scores would silently change meaning."""
-    from propensity.training.batches import FEATURE_SPEC_VERSION
+    from propensity.model.batches import FEATURE_SPEC_VERSION
 
     trained = (meta.get("feature_spec") or {}).get("version")
     if trained != FEATURE_SPEC_VERSION:

@@ -7,15 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from propensity import storage
 from propensity.cli_options import ConfigOption, DateOption, SetOption, load
+from propensity.errors import UsageError
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
 
 
 def score(
-    date: DateOption,
+    day: DateOption,
     workers: Annotated[
         Optional[int],
         typer.Option("--workers", min=1, help="Local worker processes (default: scoring.workers)."),
@@ -55,7 +55,7 @@ def score(
     --finalize, shards still missing), 4 malformed histories or partial output of another model
     version (use --restart).
     """
-    from propensity.errors import UsageError
+    # Deferred: the scoring job imports torch, so that `propensity --help` stays fast.
     from propensity.scoring.run import run
 
     if engine not in (None, "local", "spark"):
@@ -63,10 +63,6 @@ def score(
     if workers is not None and (worker_index is not None or num_workers is not None):
         raise UsageError("--workers and --worker-index/--num-workers exclude each other")
     cfg = load(config, sets)
-    try:
-        day = storage.as_date(date)
-    except ValueError as e:
-        raise UsageError(f"--date: {e}") from None
     manifest = run(cfg, day, workers=workers, worker_index=worker_index, num_workers=num_workers,
                    finalize_only=finalize, restart=restart, engine=engine)
     if manifest:

@@ -6,7 +6,7 @@ the GIL), at most one read batch ahead of the forward pass in the calling thread
 shard's output (profile ids and scores) is kept until its file is written in one piece.
 
 Scores are `sigmoid(model(batch))` of the trainer's own `PropensityModel` on the trainer's own
-batches (`training.batches.encode` + `length_buckets`), so they equal the training-time forward
+batches (`model.batches.encode` + `length_buckets`), so they equal the training-time forward
 pass; rows are sorted by history length inside each read batch so that padding costs little."""
 
 from __future__ import annotations
@@ -25,20 +25,20 @@ import pyarrow as pa
 import torch
 
 from propensity import storage
-from propensity.monitoring import stats
-from propensity.scoring.layout import SHARD_META_KEY, Shard
-from propensity.training.batches import (
-    LIST_COLUMNS,
+from propensity.model import stats
+from propensity.model.batches import (
+    ENCODED_LIST_COLUMNS,
     Batch,
     EncodedHistories,
     encode,
     length_buckets,
 )
+from propensity.scoring.layout import SHARD_META_KEY, Shard
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
 
-INPUT_COLUMNS = ["profile_id", "first_ts", "last_ts", *LIST_COLUMNS]
+INPUT_COLUMNS = ["profile_id", "first_ts", "last_ts", *ENCODED_LIST_COLUMNS]
 _DONE = object()
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from propensity import storage
 from propensity.errors import BadInput, MissingInput
-from propensity.monitoring import stats
+from propensity.model import stats
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)

@@ -21,11 +21,15 @@ import os
 import time
 from typing import Any
 
+import torch
+
 from propensity import storage
 from propensity.config import Config
 from propensity.errors import PropensityError, UsageError
+from propensity.registry import load_model
 from propensity.scoring import layout
-from propensity.ui import kv, progress
+from propensity.scoring.engine import score_shard
+from propensity.ui import kv, progress, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,6 @@ def _set_threads(cfg: Config, processes: int) -> None:
     left after one per process for its reader thread. Never more threads than free cores on a
     shared machine: an oversubscribed intra-op pool collapses (measured here under load: 1
     thread ~5k histories/s, 2 threads ~0.5k/s, on a 2-core machine shared with other jobs)."""
-    import torch
-
     cores = os.cpu_count() or 1
     torch.set_num_threads(cfg.scoring.threads or max(1, (cores - processes) // processes))
 
@@ -48,8 +50,6 @@ def _set_threads(cfg: Config, processes: int) -> None:
 def score_shards(cfg: Config, day: dt.date, out: str, shards: list[layout.Shard], model, meta,
                  worker: str) -> list[dict[str, Any]]:
     """Score shards in this process, with a progress bar over rows."""
-    from propensity.scoring.engine import score_shard
-
     records = []
     with progress() as bar:
         task = bar.add_task(f"scoring {day} (worker {worker})", total=sum(s.rows for s in shards))
@@ -64,9 +64,6 @@ def score_shards(cfg: Config, day: dt.date, out: str, shards: list[layout.Shard]
 def _worker_main(cfg_json: str, day_iso: str, version: str, shard_ids: list[str],
                  worker: str, share: int) -> None:
     """Entry point of a spawned local worker (arguments are plain JSON-able values)."""
-    from propensity.registry import load_model
-    from propensity.ui import setup_logging
-
     setup_logging()
     cfg = Config.model_validate(json.loads(cfg_json))
     day = dt.date.fromisoformat(day_iso)
@@ -111,7 +108,6 @@ def run(
     engine: str | None = None,
 ) -> dict | None:
     """Score histories(D) into predictions(D); the manifest once complete, else None."""
-    from propensity.registry import load_model
 
     engine = engine or cfg.scoring.engine
     array = worker_index is not None or num_workers is not None

@@ -54,8 +54,8 @@ def score_on_spark(cfg: Config, day: dt.date, out: str, todo: list[layout.Shard]
     """Score `todo` shards on the cluster of the config's Spark session."""
     from dataclasses import asdict
 
-    from propensity.histories.spark import spark_session
     from propensity.registry import store
+    from propensity.spark import spark_session
 
     if not todo:
         return

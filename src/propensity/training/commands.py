@@ -31,12 +31,6 @@ def train(
     3 missing histories partition, 4 malformed histories or tampered champion weights,
     10 gate rejected (version kept, champion unchanged).
     """
-    from propensity.storage import as_date
     from propensity.training.run import train as run_train
 
-    cfg = load(config, sets)
-    try:
-        day = as_date(date)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--date") from None
-    run_train(cfg, day, cold=cold)
+    run_train(load(config, sets), date, cold=cold)

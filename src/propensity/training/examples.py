@@ -1,8 +1,6 @@
 """Training examples for date D: inputs from histories(D-H), labels from histories(D).
 
-A target holds for a profile when one of its event types occurs in
-(end of D-H, end of D-H + the target's horizon], read from the later snapshot histories(D), so
-no raw events are re-read. Profiles absent from histories(D) get 0 for every target.
+Labels: `model.labels` (the definition monitoring shares).
 Train/validation split: a keyed hash of profile_id (stable across days, so a profile never
 switches sides as its history grows).
 """
@@ -16,51 +14,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from propensity import storage
-from propensity.training.batches import (
-    LIST_COLUMNS,
-    EncodedHistories,
-    FeatureSpec,
-    encode,
-    prediction_time_ms,
-)
+from propensity.config import Config
+from propensity.model.batches import ENCODED_LIST_COLUMNS, EncodedHistories, FeatureSpec, encode
+from propensity.model.labels import labels
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
-INPUT_COLUMNS = ["profile_id", "n_events", "first_ts", "last_ts", *LIST_COLUMNS]
-_MS_PER_DAY = 86_400_000
+INPUT_COLUMNS = ["profile_id", "n_events", "first_ts", "last_ts", *ENCODED_LIST_COLUMNS]
 
 
-def input_day(cfg, day: dt.date) -> dt.date:
+def input_day(cfg: Config, day: dt.date) -> dt.date:
     """The snapshot whose labels have matured by `day`: D - H."""
     return day - dt.timedelta(days=cfg.horizon_days)
-
-
-def labels(inputs: pa.Table, later: pa.Table, cfg, as_of: dt.date) -> np.ndarray:
-    """Labels [N, n_targets] (float32 0/1) for the rows of `inputs` (snapshot of `as_of`), from
-    the events of the later snapshot `later` in (end of as_of, end of as_of + horizon]."""
-    start = prediction_time_ms(as_of)
-    ts_col = later.column("ts").combine_chunks()
-    lengths = pc.fill_null(pc.list_value_length(ts_col), 0).to_numpy().astype(np.int64)
-    owner = np.repeat(np.arange(later.num_rows), lengths)  # row of each flat event
-    ts = ts_col.flatten().cast(pa.int64()).to_numpy()
-    types = later.column("event_type").combine_chunks().flatten()
-    # Row of each input profile in `later` (-1 when absent there).
-    where = pc.index_in(inputs.column("profile_id"), value_set=later.column("profile_id"))
-    where = pc.fill_null(where, -1).to_numpy()
-    out = np.zeros((inputs.num_rows, len(cfg.targets)), dtype=np.float32)
-    for j, target in enumerate(cfg.targets):
-        end = start + target.horizon_days * _MS_PER_DAY
-        is_type = pc.is_in(types, value_set=pa.array(target.event_types)).to_numpy(
-            zero_copy_only=False
-        )
-        hit = is_type & (ts > start) & (ts <= end)
-        positive = np.bincount(owner[hit], minlength=later.num_rows) > 0
-        present = where >= 0
-        out[present, j] = positive[where[present]]
-    return out
 
 
 def split_hash(profile_ids: pa.Array | pa.ChunkedArray, salt: str) -> np.ndarray:
@@ -73,7 +40,7 @@ def split_hash(profile_ids: pa.Array | pa.ChunkedArray, salt: str) -> np.ndarray
     return out
 
 
-def is_validation(profile_ids, cfg) -> np.ndarray:
+def is_validation(profile_ids, cfg: Config) -> np.ndarray:
     """Validation membership by keyed hash: True for about `validation_share` of profiles."""
     return split_hash(profile_ids, cfg.training.split_salt) < cfg.training.validation_share
 
@@ -111,7 +78,7 @@ def _cap(rows: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(rows, size=cap, replace=False))
 
 
-def load_examples(cfg, day: dt.date) -> Examples:
+def load_examples(cfg: Config, day: dt.date) -> Examples:
     """Read histories(D-H) and histories(D) (both must be complete) and build the examples.
 
     Holds the input partition as an Arrow table plus its flat encoding; the label partition is

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from propensity.errors import ExitCode, PropensityError
-from propensity.training.batches import EncodedHistories, length_buckets
+from propensity.model.batches import EncodedHistories, length_buckets
 
 
 class GateRejected(PropensityError):

@@ -19,7 +19,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from propensity.training.batches import EncodedHistories, length_buckets
+from propensity.config import Config
+from propensity.model.batches import EncodedHistories, length_buckets
+from propensity.registry.store import weights_bytes
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class BucketSampler(Sampler):
         return sum(math.ceil(min(span, n - s) / self.batch_size) for s in range(0, n, span))
 
 
-def loader(encoded, labels, rows, cfg, shuffle: bool, pin_memory: bool = False) -> DataLoader:
+def loader(encoded, labels, rows, cfg: Config, shuffle: bool, pin_memory: bool = False) -> DataLoader:
     """A DataLoader of length-bucketed (Batch, labels) pairs over `rows`; batches are built
     lazily, one at a time, from the flat encoded arrays."""
     t = cfg.training
@@ -167,7 +169,6 @@ class BestWeights(pl.Callback):
         loss = trainer.callback_metrics.get("val_loss")
         if loss is None or not float(loss) < self.best_loss:
             return
-        from propensity.registry.store import weights_bytes
 
         self.best_loss, self.best_epoch = float(loss), trainer.current_epoch
         _atomic_write(self.weights_path, weights_bytes(pl_module.model))

@@ -23,17 +23,20 @@ import warnings
 import torch
 
 from propensity import __version__, storage
+from propensity.config import Config
 from propensity.errors import BadInput, UsageError
+from propensity.model.batches import encode
+from propensity.model.network import PropensityModel
+from propensity.model.stats import summarize
 from propensity.registry import store
 from propensity.training.examples import Examples, load_examples
 from propensity.training.gate import GateRejected, decide, metrics, predict
-from propensity.training.model import PropensityModel
 from propensity.ui import console, kv
 
 log = logging.getLogger(__name__)
 
 
-def device_settings(cfg) -> tuple[str, str]:
+def device_settings(cfg: Config) -> tuple[str, str]:
     """(accelerator, precision) for Lightning: CUDA with bf16-mixed (16-mixed where bf16 is not
     supported) when available and allowed, else CPU in 32-bit."""
     want = cfg.training.accelerator
@@ -59,7 +62,7 @@ def architecture_mismatch(candidate: dict, champion: dict) -> list[str]:
     ]
 
 
-def work_folder(cfg, day: dt.date, parent: str | None, cold: bool) -> str:
+def work_folder(cfg: Config, day: dt.date, parent: str | None, cold: bool) -> str:
     """Local folder of this run's resumable state, keyed by date, config and starting point:
     re-running the same command resumes; any change starts afresh."""
     key = json.dumps(
@@ -84,7 +87,7 @@ def work_folder(cfg, day: dt.date, parent: str | None, cold: bool) -> str:
     return os.path.join(base, f"{cfg.model.name}-{day.isoformat()}-{digest}")
 
 
-def _starting_point(cfg, cold: bool) -> tuple[PropensityModel, str | None, str | None]:
+def _starting_point(cfg: Config, cold: bool) -> tuple[PropensityModel, str | None, str | None]:
     """(initial model, parent version it was warm-started from, current champion version)."""
     model = PropensityModel.from_config(cfg)  # seeded by the caller
     champion = store.champion_version(cfg)
@@ -104,7 +107,7 @@ def _starting_point(cfg, cold: bool) -> tuple[PropensityModel, str | None, str |
     return model, champion, champion
 
 
-def fit(cfg, examples: Examples, model, epochs: int, folder: str, callbacks=()) -> dict:
+def fit(cfg: Config, examples: Examples, model, epochs: int, folder: str, callbacks=()) -> dict:
     """Train with Lightning, resuming from `folder/last.ckpt` if present; leaves the best
     weights (lowest val loss) in `model`. Returns what happened, for model.json."""
     import pytorch_lightning as pl
@@ -185,12 +188,10 @@ def _jsonable(obj):
     return obj
 
 
-def _champion_metrics(cfg, champion: str | None, examples: Examples, device: str) -> dict | None:
+def _champion_metrics(cfg: Config, champion: str | None, examples: Examples, device: str) -> dict | None:
     """The champion's metrics on the candidate's validation examples (its own feature spec)."""
     if champion is None:
         return None
-    from propensity.training.batches import encode
-
     model, meta = store.load_model(cfg, champion)
     encoded = encode(examples.table, model.spec, examples.input_day)
     scores = predict(model, encoded, examples.val_rows, cfg.scoring.batch_size, device)
@@ -200,7 +201,7 @@ def _champion_metrics(cfg, champion: str | None, examples: Examples, device: str
     return metrics(scores[:, own], examples.labels[examples.val_rows][:, cols], common)
 
 
-def train(cfg, day: dt.date, cold: bool = False, callbacks=()) -> dict:
+def train(cfg: Config, day: dt.date, cold: bool = False, callbacks=()) -> dict:
     """Run the training job for date `day`; returns the published model.json.
 
     Raises GateRejected (exit 10) after publishing a rejected version; MissingInput /
@@ -208,8 +209,6 @@ def train(cfg, day: dt.date, cold: bool = False, callbacks=()) -> dict:
     UsageError (exit 2) when the champion cannot be warm-started and --cold was not given.
     """
     import pytorch_lightning as pl
-
-    from propensity.monitoring.stats import summarize
 
     examples = load_examples(cfg, day)
     if not len(examples.train_rows) or not len(examples.val_rows):

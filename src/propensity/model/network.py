@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from propensity.training.batches import CONTEXT_FEATURES, Batch, FeatureSpec
+from propensity.config import Config
+from propensity.model.batches import CONTEXT_FEATURES, Batch, FeatureSpec
 
 # Log features (hours, prices) span about 0..10: scaled to about 0..2.5 so LSTM gates and the
 # head start out of saturation.
@@ -99,7 +100,7 @@ class PropensityModel(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, cfg) -> PropensityModel:
+    def from_config(cls, cfg: Config) -> PropensityModel:
         """A fresh model for a whole config (its event types and targets)."""
         return cls(cfg.model, cfg.events.types, cfg.target_names)
 

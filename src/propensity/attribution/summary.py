@@ -3,8 +3,8 @@
 For a seeded sample of histories(D), integrated gradients (see `attribution`) for every event,
 then per group (event type; time before the prediction) the mean |contribution| (how much such
 events move predictions) and the mean signed contribution (in which direction), and each
-group's share of the total |contribution|. The monitoring report includes it through
-`global_summary(cfg, date, n_profiles)` and `render.summary_html(summary)`.
+group's share of the total |contribution|. `propensity explain --summary` and the monitoring
+report show it through `global_summary(cfg, date, n_profiles)` and `render.summary_html`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,23 @@ import logging
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from propensity import storage
-from propensity.explain import lookup
-from propensity.explain.attribution import BASELINE, integrated_gradients
-from propensity.explain.profile import load, resolve_target
-from propensity.training.batches import encode, length_buckets, prediction_time_ms
+from propensity.attribution.integrated_gradients import (
+    BASELINE,
+    integrated_gradients,
+    resolve_target,
+)
+from propensity.config import Config
+from propensity.errors import BadInput, MissingInput
+from propensity.model.batches import (
+    ENCODED_LIST_COLUMNS,
+    encode,
+    length_buckets,
+    prediction_time_ms,
+)
+from propensity.registry import load_model
 from propensity.ui import kv, progress
 
 log = logging.getLogger(__name__)
@@ -30,6 +41,45 @@ BATCH = 32  # profiles per integrated-gradients batch
 # Recency buckets: upper edges in hours before the prediction time (end of D), and their names.
 RECENCY_EDGES = [24, 72, 168, 720]
 RECENCY_NAMES = ["< 1 day", "1-3 days", "3-7 days", "7-30 days", "> 30 days"]
+HISTORY_COLUMNS = ["profile_id", *ENCODED_LIST_COLUMNS]  # what an explanation reads
+
+
+def history_columns(pf: pq.ParquetFile, uri: str) -> list[str]:
+    """The columns an explanation reads; BadInput naming the file when one is missing."""
+    names = pf.schema_arrow.names
+    missing = [c for c in HISTORY_COLUMNS if c not in names]
+    if missing:
+        raise BadInput(f"{uri}: histories columns missing: {', '.join(missing)}")
+    return HISTORY_COLUMNS
+
+
+def sample_histories(cfg: Config, day: dt.date, n: int, seed: int = 0) -> pa.Table:
+    """About `n` profiles of histories(D): whole row groups in a seeded random order until `n`
+    rows are read, then `n` of those rows at random. Files are sorted by pseudonymised id (a
+    keyed hash), so any row group is already a random sample of profiles."""
+    files = storage.parquet_files(storage.partition(cfg.uri("histories"), day))
+    groups = []
+    opened = {}
+    for uri in files:
+        pf = storage.open_parquet(uri)
+        opened[uri] = pf
+        groups.extend((uri, g) for g in range(pf.num_row_groups))
+    rng = np.random.default_rng(seed)
+    parts, rows = [], 0
+    for k in rng.permutation(len(groups)):
+        if rows >= n:
+            break
+        uri, g = groups[k]
+        pf = opened[uri]
+        part = pf.read_row_group(g, columns=history_columns(pf, uri))
+        parts.append(part)
+        rows += part.num_rows
+    if not rows:
+        raise MissingInput(f"histories of {day} hold no profile to summarise")
+    table = pa.concat_tables(parts, promote_options="permissive")
+    if table.num_rows > n:
+        table = table.take(np.sort(rng.choice(table.num_rows, n, replace=False)))
+    return table
 
 
 def _groups(names: np.ndarray, values: np.ndarray, order: list[str]) -> dict[str, dict]:
@@ -96,15 +146,15 @@ def summarise(model, meta: dict, table: pa.Table, day: dt.date, target: str | No
     }
 
 
-def global_summary(cfg, date: dt.date | str, n_profiles: int = 200, target: str | None = None,
+def global_summary(cfg: Config, date: dt.date | str, n_profiles: int = 200, target: str | None = None,
                    version: str | None = None, seed: int = 0) -> dict:
     """Global attribution summary of a seeded sample of `n_profiles` of histories(date), for
     the champion (or `version`). JSON-ready dict; render with `render.summary_html`.
     Raises IncompletePartition/MissingInput (exit 3) when histories(date) or the model is
     missing."""
     day = storage.as_date(date)
-    model, meta = load(cfg, version)
-    table = lookup.sample_histories(cfg, day, n_profiles, seed=seed)
+    model, meta = load_model(cfg, version)
+    table = sample_histories(cfg, day, n_profiles, seed=seed)
     log.info("global attribution summary %s",
              kv(date=day, profiles=table.num_rows, model=meta["version"]))
     return summarise(model, meta, table, day, target)

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from propensity.config import Config
+from propensity.model.batches import prediction_time_ms
 
 SCHEMA_VERSION = 1
 SCORE_BINS = 20  # equal-width bins of predicted probabilities on [0, 1]
@@ -35,12 +36,6 @@ _DAY_EDGES = [0, 0.125, 0.25, 0.5, 1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90, 12
 _PRICE_EDGES = [0, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000, 1e4, 1e5]
 _LENGTH_STEPS = [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 125, 150, 200,
                  300, 500, 1000]
-
-
-def prediction_time_ms(as_of: dt.date) -> int:
-    """The moment a snapshot of day D predicts from: the end of D (D+1 00:00 UTC), epoch ms."""
-    end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-    return int(end.timestamp() * 1000)
 
 
 def numeric_edges(cfg: Config) -> dict[str, list[float]]:

@@ -33,9 +33,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from propensity.config import Config
 from propensity.errors import BadInput
 
-LIST_COLUMNS = ["ts", "event_type", "article", "brand", "category", "price"]
+# The list columns the encoder reads: the stored ones (histories.schema.STORED_LIST_COLUMNS) less
+# `event_key`, which only dedupes events across days.
+ENCODED_LIST_COLUMNS = ["ts", "event_type", "article", "brand", "category", "price"]
 CONTEXT_FEATURES = [
     "log_hours_since_last",
     *[f"predict_weekday_{d}" for d in range(7)],
@@ -60,7 +63,7 @@ class FeatureSpec:
     version: int = FEATURE_SPEC_VERSION
 
     @classmethod
-    def from_config(cls, cfg) -> FeatureSpec:
+    def from_config(cls, cfg: Config) -> FeatureSpec:
         """The spec of a config: its event types and the model's hash bucket counts."""
         m = cfg.model
         return cls(
@@ -210,7 +213,7 @@ def encode(
     Raises BadInput (naming `source` and the column) for a missing column, list columns whose
     lengths disagree within a row, or a null event timestamp.
     """
-    cols = {name: _column(table, name, source) for name in LIST_COLUMNS}
+    cols = {name: _column(table, name, source) for name in ENCODED_LIST_COLUMNS}
     lengths = pc.fill_null(pc.list_value_length(cols["ts"]), 0).to_numpy().astype(np.int64)
     for name, col in cols.items():
         other = pc.fill_null(pc.list_value_length(col), 0).to_numpy().astype(np.int64)

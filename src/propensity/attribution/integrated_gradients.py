@@ -26,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from propensity.training.batches import LIST_COLUMNS, Batch, FeatureSpec, encode
+from propensity.errors import UsageError
+from propensity.model.batches import ENCODED_LIST_COLUMNS, Batch, FeatureSpec, encode
 
 IG_STEPS = 64  # trapezoid intervals of the first grid; refined where the gap comes from
 IG_MAX_STEPS = 256  # most intervals of a refined grid
@@ -35,6 +36,15 @@ _SPLIT = 8  # a refined interval becomes this many
 IG_TOLERANCE = 0.005  # max |sum of contributions - (f(x) - f(baseline))|, in probability
 _CHUNK_STEPS = 1 << 17  # interpolated sequence steps per forward/backward pass (bounds memory)
 BASELINE = "zero input vector for every event (same length, same prediction-time context)"
+
+
+def resolve_target(model, target: str | None) -> tuple[str, int]:
+    """The target's name and output index (default: the model's first target)."""
+    if target is None:
+        return model.targets[0], 0
+    if target not in model.targets:
+        raise UsageError(f"--target {target!r}: the model predicts {', '.join(model.targets)}")
+    return target, model.targets.index(target)
 
 
 @dataclass
@@ -163,10 +173,10 @@ def integrated_gradients(
 def leave_one_out(model, history: pa.Table, spec: FeatureSpec, as_of: dt.date,
                   target: int) -> tuple[float, np.ndarray]:
     """(f(history), [T] f(history) - f(history without event i)) for a one-row histories table."""
-    row = history.select(LIST_COLUMNS).to_pylist()[0]
+    row = history.select(ENCODED_LIST_COLUMNS).to_pylist()[0]
     n = len(row["ts"])
     variants = {c: [row[c]] + [row[c][:i] + row[c][i + 1 :] for i in range(n)] for c in row}
-    table = pa.table(variants, schema=history.select(LIST_COLUMNS).schema)
+    table = pa.table(variants, schema=history.select(ENCODED_LIST_COLUMNS).schema)
     encoded = encode(table, spec, as_of, source="leave-one-out variants")
     batch = encoded.batch(np.arange(len(encoded)))
     with torch.no_grad():
