@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 from propensity import storage
 from propensity.cli import app
 from propensity.registry import load_model, store
-from propensity.training.gate import decide
 from propensity.training.run import train
 
 pytestmark = pytest.mark.slow
@@ -129,22 +128,16 @@ def test_train_end_to_end_warm_start_and_gate(tmp_path, histories):
     assert rejected["gate"]["champion_version"] == second
     assert rejected["gate"]["champion_auc"]["order_7d"] > 0.6  # champion scored on the same rows
 
-
-def test_gate_decisions():
-    from propensity.config import GateConfig
-
-    gate = GateConfig(min_auc=0.6, max_auc_drop=0.01)
-    cand = {"a": {"auroc": 0.70}, "b": {"auroc": 0.65}}
-    assert decide(gate, cand, None)["decision"] == "approved"
-    within = {"a": {"auroc": 0.705}, "b": {"auroc": 0.5}}
-    assert decide(gate, cand, within)["decision"] == "approved"
-    rejected = decide(gate, cand, {"a": {"auroc": 0.72}})
-    assert rejected["decision"] == "rejected"
-    assert "a: AUROC 0.7000 is 0.0200 below the champion's 0.7200" in rejected["reasons"][0]
-    low = decide(gate, {"a": {"auroc": 0.59}}, None)
-    assert low["decision"] == "rejected" and "min_auc" in low["reasons"][0]
-    # The champion lacks target b: b only needs min_auc.
-    assert decide(gate, cand, {"a": {"auroc": 0.69}})["decision"] == "approved"
+    # Losing to the baseline: rejected with the lift and its interval, champion untouched.
+    result = cli_train(D2, [*sets, "gate.min_lift_over_baseline=0.5"], "--cold")
+    assert result.exit_code == 10, result.output
+    assert "does not beat the baseline" in result.output and "lift -" in result.output
+    assert store.read_champion(cfg) == pointer
+    lost = store.read_metadata(cfg, "2026-01-21.3")
+    assert lost["gate"]["decision"] == "rejected"
+    base = lost["baseline"]["metrics"]["order_7d"]["auroc"]
+    assert base == pytest.approx(lost["gate"]["baseline_auc"]["order_7d"], abs=1e-6)
+    assert lost["gate"]["comparisons"]["order_7d"]["baseline"]["interval"][0] < 0.5
 
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, histories):
@@ -172,11 +165,19 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, hist
     assert resumed["metrics"] == straight["metrics"]
 
 
-def test_missing_histories_partition_exits_3(tmp_path, histories):
-    # D+3 needs histories(D-4) for inputs, which does not exist.
-    result = cli_train(D + dt.timedelta(days=3), settings(tmp_path, histories))
+def test_missing_pairs_are_skipped_and_none_at_all_exits_3(tmp_path, histories):
+    # Training date D+3: pairs k=0, 1 lack histories(D-4), histories(D-5); pair 2 (inputs D-6,
+    # labels D+1) and pair 3 (D-7, D) exist, so the model trains on them and records the skips.
+    later = D + dt.timedelta(days=3)
+    result = cli_train(later, settings(tmp_path, histories))
+    assert result.exit_code == 0, result.output
+    meta = store.read_metadata(make_config(tmp_path / "data"), f"{later}.1")
+    assert [p["input_date"] for p in meta["data"]["snapshot_pairs"]] == ["2026-01-14", "2026-01-13"]
+    assert [s["k"] for s in meta["data"]["skipped_pairs"]][:2] == [0, 1]
+    # With only the freshest pair asked for, nothing is usable: exit 3 naming the partition.
+    result = cli_train(later, settings(tmp_path, histories, "training.snapshot_pairs=1"))
     assert result.exit_code == 3, result.output
-    assert "dt=2026-01-16" in result.output
+    assert "dt=2026-01-16" in result.output and "no usable snapshot pair" in result.output
 
 
 @pytest.mark.gpu

@@ -7,10 +7,12 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 import pytest
-from _training_data import day_ms, event, histories_table
+from _training_data import day_ms, event, histories_table, write_histories
 from conftest import make_config
 
-from propensity.training.examples import input_day, is_validation, labels
+from propensity.errors import MissingInput
+from propensity.model.labels import labels
+from propensity.training.examples import input_day, is_validation, load_examples
 
 D = dt.date(2026, 1, 20)
 H = 7
@@ -83,3 +85,64 @@ def test_hash_split_follows_the_configured_share(tmp_path, share):
     cfg = make_config(tmp_path, f"training.validation_share={share}")
     ids = pa.array([f"profile-{i}" for i in range(10_000)])
     assert abs(is_validation(ids, cfg).mean() - share) < 0.02
+
+
+def _boundary_events(label_day: dt.date) -> list:
+    """A profile's events around the horizon of the pair whose labels mature on `label_day`:
+    an order exactly at the horizon's end (in) and one 1 ms after the prediction time (in)."""
+    start = day_ms(label_day - dt.timedelta(days=H - 1))  # end of D-k-H
+    return [event(start + 1, "order"), event(start + H * 86_400_000, "order")]
+
+
+def test_examples_from_several_snapshot_pairs_match_a_per_row_oracle(tmp_path):
+    """Pairs k = 0..3 of D; each label checked against the events by hand, at the horizon
+    boundary for every k; a profile is on the same side of the split in every pair; pair 3 lacks
+    its input partition and is skipped with its reason."""
+    cfg = make_config(tmp_path, "training.snapshot_pairs=4", "training.min_pair_examples=1",
+                      "training.min_pair_positives=0")
+    rng = np.random.default_rng(0)
+    events: dict[str, list] = {}
+    first = D - dt.timedelta(days=H + 3)
+    for i in range(80):
+        evs = [event(day_ms(first - dt.timedelta(days=1)) + int(rng.integers(0, 86_400_000)),
+                     "view")]
+        for d in range(H + 4):  # a random order now and then, anywhere in the window
+            if rng.random() < 0.15:
+                ts = day_ms(first + dt.timedelta(days=d)) + int(rng.integers(0, 86_400_000))
+                evs.append(event(ts, "order"))
+        if i < 4:  # planted exactly on the boundaries of pair i
+            evs += _boundary_events(D - dt.timedelta(days=i))
+        events[f"p{i:03d}"] = sorted(evs)
+    for k in range(3):  # pairs 0..2 complete; pair 3 would need histories(D-H-3)
+        for day in (D - dt.timedelta(days=k), D - dt.timedelta(days=H + k)):
+            write_histories(cfg, day, histories_table(events, day))
+    write_histories(cfg, D - dt.timedelta(days=3), histories_table(events, D - dt.timedelta(days=3)))
+
+    ex = load_examples(cfg, D)
+    assert [p.k for p in ex.pairs] == [0, 1, 2]
+    assert [s["k"] for s in ex.skipped] == [3] and "missing" in ex.skipped[0]["reason"]
+    assert len(ex.encoded) == sum(p.table.num_rows for p in ex.pairs) == len(ex.labels)
+    for p in ex.pairs:
+        end = day_ms(p.input_day + dt.timedelta(days=1))
+        for row, pid in zip(p.rows, p.table.column("profile_id").to_pylist()):
+            want = any(e[1] == "order" and end < e[0] <= end + H * 86_400_000
+                       for e in events[pid])
+            assert ex.labels[row, 0] == float(want), (p.k, pid)
+        planted = p.table.column("profile_id").to_pylist().index(f"p{p.k:03d}")
+        assert ex.labels[p.start + planted, 0] == 1.0
+    # One side per profile across pairs; the gate's rows are pair 0's validation rows.
+    side: dict[str, bool] = {}
+    ids = np.concatenate([p.table.column("profile_id").to_numpy(zero_copy_only=False)
+                          for p in ex.pairs])
+    for row in range(len(ids)):
+        is_val = row in set(ex.val_rows)
+        assert side.setdefault(ids[row], is_val) == is_val
+    assert set(ex.gate_rows) == {r for r in ex.val_rows if r < ex.pairs[0].table.num_rows}
+    assert ex.summary()["skipped_pairs"][0]["k"] == 3
+
+
+def test_no_usable_pair_is_a_clear_missing_input_error(tmp_path):
+    cfg = make_config(tmp_path, "training.snapshot_pairs=2")
+    with pytest.raises(MissingInput, match="no usable snapshot pair") as err:
+        load_examples(cfg, D)
+    assert f"dt={D - dt.timedelta(days=H)}" in str(err.value)

@@ -131,6 +131,16 @@ class ModelConfig(_Section):
     category_buckets: int = Field(1 << 8, gt=0)
     category_dim: int = Field(4, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
+    # Time constants (days) of the decayed event counts per type that the head reads beside the
+    # LSTM state (recency-weighted frequency, as RFM models use); [] = the LSTM state alone.
+    count_decay_days: tuple[float, ...] = (1.0, 7.0, 30.0, 365.0)
+
+    @field_validator("count_decay_days")
+    @classmethod
+    def _positive_decays(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(d <= 0 for d in v):
+            raise ValueError("every decay time constant must be > 0 days")
+        return v
 
 
 class TrainingConfig(_Section):
@@ -144,6 +154,11 @@ class TrainingConfig(_Section):
     early_stopping_patience: int = Field(3, ge=0)  # epochs without a lower val loss
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     max_examples: int | None = None  # sample cap per run, None = all
+    # Snapshot pairs (histories(D-H-k), labels from histories(D-k)) for k = 0..n-1, where they
+    # exist: more cut points and every weekday (docs/train.md, "Quality").
+    snapshot_pairs: int = Field(7, gt=0)
+    min_pair_examples: int = Field(50, ge=1)  # a pair with fewer profiles is skipped
+    min_pair_positives: int = Field(5, ge=0)  # a pair with fewer positives (any target) is skipped
     num_workers: int = Field(0, ge=0)
     # auto: bf16-mixed (else 16-mixed) on CUDA, 32-true on CPU
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
@@ -154,8 +169,11 @@ class TrainingConfig(_Section):
 
 
 class GateConfig(_Section):
-    min_auc: float = Field(0.6, ge=0, le=1)
-    max_auc_drop: float = Field(0.01, ge=0, le=1)
+    min_auc: float = Field(0.6, ge=0, le=1)  # every target's validation AUROC at least this
+    # AUROC the candidate must gain over the logistic-regression baseline on the same rows.
+    min_lift_over_baseline: float = Field(0.0, ge=-1, le=1)
+    max_auc_drop: float = Field(0.01, ge=0, le=1)  # tolerated drop against the champion ...
+    significance: float = Field(0.05, gt=0, lt=1)  # ... unless a paired test says it is real
 
 
 class ScoringConfig(_Section):

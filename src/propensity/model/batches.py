@@ -45,9 +45,10 @@ CONTEXT_FEATURES = [
     "predict_doy_sin",
     "predict_doy_cos",
 ]
-# Bump when the model inputs change meaning or shape (2: per-event log age in the model), so
-# the registry refuses models encoded the old way instead of scoring them wrongly.
-FEATURE_SPEC_VERSION = 2
+# Bump when the model inputs change meaning or shape (2: per-event log age in the model; 3: the
+# event-type one-hot and decayed counts per type), so the registry refuses models encoded the
+# old way instead of scoring them wrongly.
+FEATURE_SPEC_VERSION = 3
 _MS_PER_HOUR = 3_600_000
 _MS_PER_DAY = 86_400_000
 

@@ -1,10 +1,19 @@
 """The propensity model (shared/DESIGN.md, "Model"): one LSTM layer over per-event vectors.
 
-Per event: embeddings of event type and hashed article, brand and category; log time since the
-previous event; log age (time from the event to the prediction time); log price; time of day
-(sin/cos) and weekday (one-hot). The LSTM's hidden state at each history's last real event, with
-the profile context (time since the last event, calendar features of the prediction time), feeds
-a small head with one logit per target.
+Per event: embeddings of event type and hashed article, brand and category; a one-hot of the
+event type; log time since the previous event; log age (time from the event to the prediction
+time); log price; time of day (sin/cos) and weekday (one-hot). The LSTM's hidden state at each
+history's last real event, with the profile context (time since the last event, calendar
+features of the prediction time) and the log of decayed event counts per type (sum over events
+of one-hot(type) * exp(-age / tau), for each tau in `model.count_decay_days`), feeds a small head
+with one logit per target.
+
+Why the counts: recency-weighted frequencies are what a logistic regression on hand-made features
+lives on, and an LSTM learns sums over hundreds of steps slowly from a few thousand positives;
+given them directly, the sequence model starts where the regression ends and the LSTM state adds
+the order and content of events. They are computed from the one-hot slice of the per-event
+vectors, so integrated gradients attribute them to the events that make them up (at the zero
+baseline every count is zero).
 Scores are `torch.sigmoid(logits)`.
 
 The forward pass is split so explanations can work on the per-event input vectors:
@@ -36,7 +45,14 @@ _ARCH_FIELDS = (
     "brand_dim",
     "category_buckets",
     "category_dim",
+    "count_decay_days",
 )
+_HOURS_PER_DAY = 24.0
+
+
+def _plain(value):
+    """A config value as JSON gives it back (tuples as lists), so architectures compare equal."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def log_age(batch: Batch) -> torch.Tensor:
@@ -70,8 +86,10 @@ class PropensityModel(nn.Module):
         self.article_emb = nn.Embedding(m.article_buckets, m.article_dim, padding_idx=0)
         self.brand_emb = nn.Embedding(m.brand_buckets, m.brand_dim, padding_idx=0)
         self.category_emb = nn.Embedding(m.category_buckets, m.category_dim, padding_idx=0)
+        self.count_decay_hours = [d * _HOURS_PER_DAY for d in m.count_decay_days]
         groups = [
             ("event_type", m.type_dim),
+            ("type_onehot", len(types)),
             ("article", m.article_dim),
             ("brand", m.brand_dim),
             ("category", m.category_dim),
@@ -92,9 +110,10 @@ class PropensityModel(nn.Module):
         scale = torch.ones(n_context)
         scale[CONTEXT_FEATURES.index("log_hours_since_last")] = _LOG_SCALE
         self.register_buffer("context_scale", scale, persistent=False)
+        self.n_counts = len(self.count_decay_hours) * len(types)
         self.head = nn.Sequential(
             nn.Dropout(m.dropout),
-            nn.Linear(m.hidden_size + n_context, m.hidden_size),
+            nn.Linear(m.hidden_size + n_context + self.n_counts, m.hidden_size),
             nn.ReLU(),
             nn.Linear(m.hidden_size, len(self.targets)),
         )
@@ -107,7 +126,7 @@ class PropensityModel(nn.Module):
     def architecture(self) -> dict:
         """What must match for weights to be exchangeable (warm start)."""
         return {
-            **{f: getattr(self.model_cfg, f) for f in _ARCH_FIELDS},
+            **{f: _plain(getattr(self.model_cfg, f)) for f in _ARCH_FIELDS},
             "types": list(self.spec.types),
             "targets": list(self.targets),
             "feature_spec_version": self.spec.version,
@@ -119,6 +138,7 @@ class PropensityModel(nn.Module):
         angle = batch.hour * (2 * math.pi / 24)
         parts = [
             self.type_emb(batch.event_type),
+            nn.functional.one_hot(batch.event_type, len(self.spec.types)).to(batch.log_gap.dtype),
             self.article_emb(batch.article),
             self.brand_emb(batch.brand),
             self.category_emb(batch.category),
@@ -137,16 +157,34 @@ class PropensityModel(nn.Module):
         out, _ = self.lstm(x)
         return out
 
-    def _head(self, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def decayed_counts(self, x: torch.Tensor, batch: Batch, running: bool = False) -> torch.Tensor:
+        """log1p of the decayed counts per event type [B, n_counts] at the prediction time
+        (`running`: [B, T, n_counts], counting only the events up to each step), from the
+        one-hot slice of `x`, padding steps masked out."""
+        B, T = batch.event_type.shape
+        if not self.n_counts:
+            return x.new_zeros((B, T, 0) if running else (B, 0))
+        steps = torch.arange(T, device=x.device)
+        real = (steps[None, :] < batch.lengths.to(x.device)[:, None]).to(x.dtype)  # [B, T]
+        age = torch.expm1(log_age(batch).to(x.device).float()).clamp(min=0)  # hours [B, T]
+        tau = torch.tensor(self.count_decay_hours, device=x.device)
+        decay = torch.exp(-age.unsqueeze(-1) / tau).to(x.dtype) * real.unsqueeze(-1)  # [B,T,W]
+        onehot = x[..., self.feature_groups["type_onehot"]]  # [B, T, K]
+        per_step = decay.unsqueeze(-1) * onehot.unsqueeze(-2)  # [B, T, W, K]
+        counts = per_step.cumsum(dim=1) if running else per_step.sum(dim=1)
+        return torch.log1p(counts.clamp(min=0)).flatten(-2) * _LOG_SCALE
+
+    def _head(self, hidden: torch.Tensor, context: torch.Tensor,
+              counts: torch.Tensor) -> torch.Tensor:
         context = context.to(hidden.dtype) * self.context_scale.to(hidden.dtype)
-        return self.head(torch.cat([hidden, context], dim=-1))
+        return self.head(torch.cat([hidden, context, counts.to(hidden.dtype)], dim=-1))
 
     def forward_from_embedded(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Logits [B, n_targets] from per-event vectors `x` (output of `embed`)."""
         states = self.hidden_states(x)
         last = (batch.lengths.to(states.device) - 1).clamp(min=0)
         final = states[torch.arange(states.shape[0], device=states.device), last]
-        return self._head(final, batch.context)
+        return self._head(final, batch.context, self.decayed_counts(x, batch))
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits [B, n_targets]; scores are sigmoid(logits)."""
@@ -156,6 +194,7 @@ class PropensityModel(nn.Module):
         """Logits after each event [B, T, n_targets]: the head applied to every hidden state,
         with the profile's context at the prediction time. Step `lengths[b]-1` equals forward();
         steps at or beyond `lengths[b]` are padding and meaningless."""
-        states = self.hidden_states(self.embed(batch))
+        x = self.embed(batch)
+        states = self.hidden_states(x)
         context = batch.context.unsqueeze(1).expand(-1, states.shape[1], -1)
-        return self._head(states, context)
+        return self._head(states, context, self.decayed_counts(x, batch, running=True))

@@ -20,6 +20,7 @@ import os
 import shutil
 import warnings
 
+import numpy as np
 import torch
 
 from propensity import __version__, storage
@@ -27,8 +28,10 @@ from propensity.config import Config
 from propensity.errors import BadInput, UsageError
 from propensity.model.batches import encode
 from propensity.model.network import PropensityModel
+from propensity.model import stats
 from propensity.model.stats import summarize
 from propensity.registry import store
+from propensity.training import baseline
 from propensity.training.examples import Examples, load_examples
 from propensity.training.gate import GateRejected, decide, metrics, predict
 from propensity.ui import console, kv
@@ -188,17 +191,36 @@ def _jsonable(obj):
     return obj
 
 
-def _champion_metrics(cfg: Config, champion: str | None, examples: Examples, device: str) -> dict | None:
-    """The champion's metrics on the candidate's validation examples (its own feature spec)."""
+def _champion_scores(cfg: Config, champion: str | None, examples: Examples,
+                     device: str) -> tuple[np.ndarray, list[str]] | tuple[None, None]:
+    """The champion's scores on the gate's rows (encoded with its own feature spec), and the
+    targets it predicts."""
     if champion is None:
-        return None
-    model, meta = store.load_model(cfg, champion)
-    encoded = encode(examples.table, model.spec, examples.input_day)
-    scores = predict(model, encoded, examples.val_rows, cfg.scoring.batch_size, device)
-    common = [t for t in model.targets if t in cfg.target_names]
-    cols = [cfg.target_names.index(t) for t in common]
-    own = [model.targets.index(t) for t in common]
-    return metrics(scores[:, own], examples.labels[examples.val_rows][:, cols], common)
+        return None, None
+    model, _ = store.load_model(cfg, champion)
+    fresh = examples.pairs[0]
+    encoded = encode(fresh.table, model.spec, fresh.input_day)
+    rows = examples.gate_rows - fresh.start
+    return predict(model, encoded, rows, cfg.scoring.batch_size, device), list(model.targets)
+
+
+def _reference(cfg: Config, examples: Examples, scores: np.ndarray) -> dict:
+    """Reference statistics for monitoring: the validation rows of every snapshot pair, each
+    summarised at its own prediction time and merged, so the reference covers every weekday."""
+    pair = examples.pair_of(examples.val_rows)
+    parts = []
+    for i, p in enumerate(examples.pairs):
+        mine = pair == i
+        if not mine.any():
+            continue
+        rows = examples.val_rows[mine] - p.start
+        parts.append(summarize(
+            p.table.take(rows), {t: scores[mine, j] for j, t in enumerate(cfg.target_names)},
+            p.input_day, cfg,
+        ))
+    merged = stats.merge(parts)
+    merged["covers"] = sorted(p.input_day.isoformat() for p in examples.pairs)
+    return merged
 
 
 def train(cfg: Config, day: dt.date, cold: bool = False, callbacks=()) -> dict:
@@ -227,18 +249,19 @@ def train(cfg: Config, day: dt.date, cold: bool = False, callbacks=()) -> dict:
     fitted = fit(cfg, examples, model, epochs, folder, callbacks)
 
     device = "cuda" if fitted["accelerator"] == "gpu" else "cpu"
-    val_y = examples.labels[examples.val_rows]
+    targets = cfg.target_names
     scores = predict(model, examples.encoded, examples.val_rows, cfg.scoring.batch_size, device)
-    cand = metrics(scores, val_y, cfg.target_names)
-    gate = decide(cfg.gate, cand, _champion_metrics(cfg, champion, examples, device))
+    gate_y = examples.labels[examples.gate_rows]
+    gate_scores = scores[np.isin(examples.val_rows, examples.gate_rows)]
+    cand = metrics(gate_scores, gate_y, targets)
+    base_scores = baseline.fit_predict(examples, list(cfg.events.types), examples.gate_rows,
+                                       cfg.training.seed)
+    champ_scores, champ_targets = _champion_scores(cfg, champion, examples, device)
+    gate = decide(cfg.gate, gate_y, targets, gate_scores, base_scores, champ_scores,
+                  champ_targets)
     gate["champion_version"] = champion
 
-    reference = summarize(
-        examples.table.take(examples.val_rows),
-        {t: scores[:, j] for j, t in enumerate(cfg.target_names)},
-        examples.input_day,
-        cfg,
-    )
+    reference = _reference(cfg, examples, scores)
     histories = cfg.uri("histories")
     meta = {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -249,6 +272,9 @@ def train(cfg: Config, day: dt.date, cold: bool = False, callbacks=()) -> dict:
             "inputs": storage.partition(histories, examples.input_day),
             "labels": storage.partition(histories, day),
         },
+        "baseline": {"method": baseline.METHOD,
+                     "features": baseline.feature_names(list(cfg.events.types)),
+                     "metrics": metrics(base_scores, gate_y, targets)},
         "config": cfg.model_dump(mode="json", exclude={"privacy"}),
         "model": cfg.model.model_dump(),
         "types": list(cfg.events.types),
@@ -288,12 +314,18 @@ def _print_summary(meta: dict) -> None:
     ]
     for target, m in meta["metrics"].items():
         champ = (gate["champion_auc"] or {}).get(target)
+        base = (gate["baseline_auc"] or {}).get(target)
         lines.append(
-            f"  {target}: auroc={_num(m['auroc'])} champion_auroc={_num(champ)} "
-            f"average_precision={_num(m['average_precision'])} log_loss={_num(m['log_loss'])} "
-            f"calibration_error={_num(m['calibration_error'])} "
+            f"  {target}: auroc={_num(m['auroc'])} baseline_auroc={_num(base)} "
+            f"champion_auroc={_num(champ)} average_precision={_num(m['average_precision'])} "
+            f"log_loss={_num(m['log_loss'])} calibration_error={_num(m['calibration_error'])} "
             f"positives={m['positives']}/{m['examples']}"
         )
+        for against, c in gate["comparisons"].get(target, {}).items():
+            low, high = c["interval"]
+            lines.append(f"    vs {against}: {_signed(c['difference'])} AUROC "
+                         f"[{_signed(low)}, {_signed(high)}] "
+                         f"({1 - gate['significance']:.0%} interval, paired DeLong)")
     lines += [f"  reason: {r}" for r in gate["reasons"]]
     before = gate["champion_version"] or "none"
     if gate["decision"] == "approved":
@@ -307,11 +339,18 @@ def _num(x) -> str:
     return "n/a" if x is None or x != x else f"{x:.4f}"
 
 
+def _signed(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:+.4f}"
+
+
 def _flat_auc(gate: dict) -> dict:
     out = {f"auc_{t}": f"{a:.4f}" for t, a in gate["candidate_auc"].items() if a == a}
     for t, a in (gate["champion_auc"] or {}).items():
         if a == a:
             out[f"champion_auc_{t}"] = f"{a:.4f}"
+    for t, a in (gate.get("baseline_auc") or {}).items():
+        if a == a:
+            out[f"baseline_auc_{t}"] = f"{a:.4f}"
     return out
 
 
