@@ -100,6 +100,58 @@ def test_chain_partitions_follow_the_contract(chain):
     assert sum(s["unknown_event_types"] for s in summaries) > 0
 
 
+def test_summary_counts_do_not_depend_on_ansi_mode(spark, tmp_path):
+    """Without ANSI mode (Spark 3.5's default) size(NULL) is -1: the counts of profiles without
+    new events must not read it. Same summary either way, and as the snapshots say."""
+    d0, d1 = dt.date(2026, 1, 5), dt.date(2026, 1, 6)
+    cutoff = dt.datetime(2026, 1, 4, tzinfo=dt.UTC)  # D1's 3-day window starts here
+    day0 = [
+        event("p1", "2026-01-05T10:00:00Z", eid="a"),  # nothing on D1, inside the window: as is
+        event("p2", "2026-01-03T10:00:00Z", eid="b"),  # expires on D1, its other event stays
+        event("p2", "2026-01-05T10:00:00Z", eid="c"),
+        event("p3", "2026-01-03T12:00:00Z", eid="d"),  # its only event expires: dropped
+        event("p4", "2026-01-03T08:00:00Z", eid="e"),  # expires, and a new event comes
+        event("p6", "2026-01-05T11:00:00Z", eid="f"),
+        event("p7", "2026-01-04T11:00:00Z", eid="g"),  # as is
+    ]
+    day1 = [
+        event("p4", "2026-01-06T09:00:00Z", eid="h"),
+        event("p5", "2026-01-06T09:00:00Z", eid="i"),  # created
+        event("p6", "2026-01-05T11:00:00Z", eid="f"),  # redelivered: unchanged
+    ]
+    original = spark.conf.get("spark.sql.ansi.enabled")
+    summaries, cfgs = {}, {}
+    try:
+        for ansi in ("false", "true"):
+            spark.conf.set("spark.sql.ansi.enabled", ansi)
+            cfg = cfgs[ansi] = make_config(tmp_path / f"ansi-{ansi}", "histories.retention_days=3")
+            write_day(cfg, str(d0), day0)
+            write_day(cfg, str(d1), day1)
+            run(spark, cfg, d0, "bootstrap")
+            summaries[ansi] = run(spark, cfg, d1)
+    finally:
+        spark.conf.set("spark.sql.ansi.enabled", original)
+    off, on = ({k: v for k, v in s.items() if k != "seconds"} for s in summaries.values())
+    assert off == on
+    assert all(v >= 0 for v in off.values() if isinstance(v, int))
+    # The snapshots are the oracle's, in both modes.
+    for cfg in cfgs.values():
+        raw = read_raw(cfg, [d0, d1])
+        assert snapshot_rows(cfg, d1) == oracle(cfg, cfg.pseudonym_key(), raw, d1)
+    # The counts, recomputed from the two snapshots (no truncation here: max_events is large).
+    prev, cur = snapshot_rows(cfg, d0), snapshot_rows(cfg, d1)
+    before = {r["profile_id"]: set(r["event_key"]) for r in prev}
+    after = {r["profile_id"]: set(r["event_key"]) for r in cur}
+    unchanged = sum(p in before and keys <= before[p] for p, keys in after.items())
+    expired = sum(t < cutoff for r in prev for t in r["ts"])
+    assert (unchanged, expired) == (4, 3)  # p1, p2, p6, p7; b, d, e
+    assert off["profiles_unchanged"] == unchanged
+    assert off["events_expired"] == expired
+    assert off["profiles_dropped"] == len(before.keys() - after.keys()) == 1
+    assert off["duplicates_of_snapshot"] == 1
+    assert (off["profiles_created"], off["profiles_updated"]) == (1, 1)
+
+
 def test_missing_previous_snapshot_is_a_clear_error(spark, config):
     write_day(config, "2026-01-06", [event("p1", "2026-01-06T10:00:00Z")])
     with pytest.raises(MissingInput, match=r"dt=2026-01-05.*--full.*--bootstrap"):

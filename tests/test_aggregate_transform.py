@@ -109,7 +109,7 @@ def test_validate_quarantines_each_malformed_kind(spark, config):
 
 def test_validate_cleans_good_records(spark, config):
     rows = checked(spark, config, GOOD).collect()
-    utc = dt.timezone.utc
+    utc = dt.UTC
     first = rows[0]
     assert first["profile_id"] == pseudonymise(["p1"], KEY)[0]
     assert first["ts"].replace(tzinfo=utc) == dt.datetime(2026, 1, 10, 9, 0, 0, 123000, tzinfo=utc)

@@ -13,15 +13,23 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal
+
+# pyspark at the top, as in `transform`: the deferral is histories/commands.py's import of us.
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
+from rich.table import Table
 
 from propensity import storage
 from propensity.config import Config
 from propensity.errors import BadInput, MissingInput
 from propensity.histories import transform
 from propensity.histories.schema import REASONS, SUMMARY_NAME
-from propensity.ui import kv
+from propensity.ui import console, kv
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +52,7 @@ class _Stages:
         self.seconds: dict[str, float] = {}
 
     @contextmanager
-    def __call__(self, name: str):
+    def __call__(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
         log.info(kv(stage=name, status="started"))
         yield
@@ -52,7 +60,7 @@ class _Stages:
         log.info(kv(stage=name, status="done", seconds=self.seconds[name]))
 
 
-def spark_path(spark, uri: str) -> str:
+def spark_path(spark: SparkSession, uri: str) -> str:
     """A URI as Spark's Hadoop filesystems take it: local paths absolute; `s3://` as is where a
     filesystem serves that scheme (EMRFS on EMR), else `s3a://` where hadoop-aws is present."""
     if not storage.is_s3(uri):
@@ -64,7 +72,7 @@ def spark_path(spark, uri: str) -> str:
         try:
             jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, conf)
             return f"{scheme}://{rest}"
-        except Exception:  # noqa: BLE001 - py4j raises a generic error for "no FileSystem"
+        except Exception:  # noqa: BLE001, S112 - py4j raises a generic error for "no FileSystem"
             continue
     raise MissingInput(
         f"{uri}: Spark has no S3 filesystem: run on EMR (EMRFS) or add hadoop-aws to the classpath"
@@ -84,13 +92,11 @@ def input_days(cfg: Config, day: dt.date, mode: Mode) -> list[dt.date]:
     return [d for d in existing if first <= d <= day]
 
 
-def extract_events(spark, cfg: Config, days: list[dt.date]):
+def extract_events(spark: SparkSession, cfg: Config, days: list[dt.date]) -> DataFrame:
     """The raw records of complete event partitions as text fields (transform.fields_from_*).
 
     Refuses a partition without its marker; ignores hidden files (`_SUCCESS`, `_truth/`, ...).
     """
-    from pyspark.sql import functions as F
-
     text, parquet = [], []
     for day in days:
         part = storage.partition(cfg.uri("events"), day)
@@ -109,7 +115,13 @@ def extract_events(spark, cfg: Config, days: list[dt.date]):
             single = not by_kind["parquet" if kind == "text" else "text"]
             paths = [part] if single and by_kind[kind] else by_kind[kind]
             out.extend(spark_path(spark, u) for u in paths)
-    src_day = F.to_date(F.regexp_extract("source_file", r"dt=(\d{4}-\d{2}-\d{2})/[^/]*$", 1))
+    # The partition's day from the file's path, parsed with a try_ (a plain to_date fails under
+    # ANSI mode and gives null without it): a file outside a dt= folder fails the run either way.
+    dt_text = F.regexp_extract("source_file", r"dt=(\d{4}-\d{2}-\d{2})/[^/]*$", 1)
+    parsed = F.to_date(F.try_to_timestamp(dt_text, F.lit("yyyy-MM-dd")))
+    src_day = F.when(parsed.isNotNull(), parsed).otherwise(
+        F.raise_error(F.concat(F.lit("event file outside a dt=YYYY-MM-DD folder: "), "source_file"))
+    )
     frames = []
     if text:
         lines = spark.read.text(text).select(
@@ -124,7 +136,91 @@ def extract_events(spark, cfg: Config, days: list[dt.date]):
     return frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
 
 
-def _check_bad_share(cfg: Config, counts: dict[dt.date, Counter]) -> None:
+@dataclass(frozen=True)
+class Validated:
+    """The run's records after `transform.validate` (persisted: unpersist when done), counted."""
+
+    events: DataFrame
+    counts: dict[dt.date, Counter[str]]  # per source day: records per reason, "ok" for good
+    unknown: Counter[dt.date]  # per source day: good records of a type outside the vocabulary
+
+
+def run(spark: SparkSession, cfg: Config, day: dt.date | str, mode: Mode = "incremental") -> dict:
+    """Aggregate one day; returns the summary also written to `_summary.json`."""
+    day = storage.as_date(day)
+    stage = _Stages()
+    out = storage.partition(cfg.uri("histories"), day)
+    quarantine = storage.partition(cfg.uri("quarantine"), day)
+    for k, v in RUNTIME_CONF.items():
+        spark.conf.set(k, v)
+    previous_files = previous_snapshot(spark, cfg, day, mode)
+    days = input_days(cfg, day, mode)
+    if day not in days:
+        storage.require_complete(storage.partition(cfg.uri("events"), day))
+    with stage("validate"):
+        checked = validate(spark, cfg, days)
+    try:
+        check_bad_share(cfg, checked.counts)
+        # Readers must never take a partition being rewritten as complete: markers go first.
+        storage.delete(storage.join(out, storage.MARKER))
+        storage.delete(storage.join(quarantine, storage.MARKER))
+        with stage("quarantine"):
+            write_quarantine(spark, checked.events, day, quarantine)
+        with stage("merge_write"):
+            stats = merge_and_write(spark, cfg, checked, previous_files, day, out)
+    finally:
+        checked.events.unpersist()
+    summary = summarise(cfg, day, mode, days, bool(previous_files), checked, stats, stage.seconds)
+    storage.write_json(storage.join(out, SUMMARY_NAME), summary)
+    storage.mark_complete(quarantine)
+    storage.mark_complete(out)
+    log.info(kv(date=day, mode=mode, **{k: v for k, v in summary.items() if isinstance(v, int)}))
+    return summary
+
+
+def previous_snapshot(spark: SparkSession, cfg: Config, day: dt.date, mode: Mode) -> list[str]:
+    """The Parquet files of D-1's snapshot, as Spark paths, for an incremental run (none for
+    --full or --bootstrap); refuses a missing or incomplete D-1, naming the ways out."""
+    if mode != "incremental":
+        return []
+    before = day - dt.timedelta(days=1)
+    prev = storage.partition(cfg.uri("histories"), before)
+    if not storage.is_complete(prev):
+        raise MissingInput(
+            f"histories partition {prev} is missing or incomplete: aggregate {before} "
+            "first, or rebuild this day with --full (from the raw window) or --bootstrap "
+            "(start a new chain from this day's events alone)"
+        )
+    return [spark_path(spark, u) for u in storage.parquet_files(prev)]
+
+
+def validate(spark: SparkSession, cfg: Config, days: list[dt.date]) -> Validated:
+    """Extract and validate the events of `days`, persisted, with their counts per source day
+    and reason (one pass)."""
+    key = cfg.pseudonym_key()
+    events = transform.validate(extract_events(spark, cfg, days), cfg, key)
+    events = events.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        rows = (
+            events.groupBy("src_day", F.coalesce("reason", F.lit("ok")).alias("r"))
+            .agg(
+                F.count("*").alias("n"), F.sum(F.col("unknown_type").cast("long")).alias("unknown")
+            )
+            .collect()
+        )
+    except BaseException:
+        events.unpersist()
+        raise
+    counts: dict[dt.date, Counter[str]] = {}
+    unknown: Counter[dt.date] = Counter()
+    for r in rows:
+        counts.setdefault(r["src_day"], Counter())[r["r"]] += r["n"]
+        unknown[r["src_day"]] += r["unknown"] or 0
+    return Validated(events, counts, unknown)
+
+
+def check_bad_share(cfg: Config, counts: dict[dt.date, Counter[str]]) -> None:
+    """Refuses the run when a source day's share of bad records is above events.max_bad_share."""
     for day, c in sorted(counts.items()):
         total = sum(c.values())
         bad = total - c["ok"]
@@ -136,118 +232,81 @@ def _check_bad_share(cfg: Config, counts: dict[dt.date, Counter]) -> None:
             )
 
 
-def _write_parquet(df, uri: str, spark) -> None:
-    df.write.mode("overwrite").options(**WRITE_OPTIONS).parquet(spark_path(spark, uri))
+def write_quarantine(spark: SparkSession, events: DataFrame, day: dt.date, uri: str) -> None:
+    """The bad records delivered in D's partition (raw text, reason, source file): one file."""
+    bad = events.filter(F.col("reason").isNotNull() & (F.col("src_day") == F.lit(day)))
+    _write_parquet(
+        bad.select("raw", "reason", "source_file")
+        .repartition(1)
+        .sortWithinPartitions("source_file", "reason", "raw"),
+        uri,
+        spark,
+    )
 
 
-def run(spark, cfg: Config, day: dt.date | str, mode: Mode = "incremental") -> dict:
-    """Aggregate one day; returns the summary also written to `_summary.json`."""
-    from pyspark import StorageLevel
-    from pyspark.sql import Observation
-    from pyspark.sql import functions as F
+def merge_and_write(
+    spark: SparkSession,
+    cfg: Config,
+    checked: Validated,
+    previous_files: list[str],
+    day: dt.date,
+    uri: str,
+) -> dict[str, int]:
+    """Merge the good events into D-1's snapshot (if any) and write the snapshot of `day`;
+    returns the merge's statistics (`transform.merge_stats`, observed while writing)."""
+    previous = spark.read.parquet(*previous_files) if previous_files else None
+    good = checked.events.filter(F.col("reason").isNull())
+    # The day's events are broadcast (the snapshot then streams, never shuffled) when few.
+    small = sum(c["ok"] for c in checked.counts.values()) <= cfg.histories.broadcast_max_events
+    merged = transform.merge(
+        good, previous, day, cfg, broadcast_events=small and bool(previous_files)
+    )
+    obs = Observation("histories")
+    merged = merged.observe(obs, *transform.merge_stats())
+    # Written in the partitioning the work already has, merged down to at most
+    # output_files (coalesce: no shuffle only to lay out files).
+    _write_parquet(transform.finish(merged).coalesce(cfg.histories.output_files), uri, spark)
+    return {k: int(v or 0) for k, v in obs.get.items()}
 
-    day = storage.as_date(day)
-    stage = _Stages()
-    out = storage.partition(cfg.uri("histories"), day)
-    quarantine = storage.partition(cfg.uri("quarantine"), day)
-    for k, v in RUNTIME_CONF.items():
-        spark.conf.set(k, v)
 
-    previous_files: list[str] = []
-    if mode == "incremental":
-        before = day - dt.timedelta(days=1)
-        prev = storage.partition(cfg.uri("histories"), before)
-        if not storage.is_complete(prev):
-            raise MissingInput(
-                f"histories partition {prev} is missing or incomplete: aggregate {before} "
-                "first, or rebuild this day with --full (from the raw window) or --bootstrap "
-                "(start a new chain from this day's events alone)"
-            )
-        previous_files = [spark_path(spark, u) for u in storage.parquet_files(prev)]
-    days = input_days(cfg, day, mode)
-    if day not in days:
-        storage.require_complete(storage.partition(cfg.uri("events"), day))
-    key = cfg.pseudonym_key()
-
-    with stage("validate"):
-        checked = transform.validate(extract_events(spark, cfg, days), cfg, key)
-        checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
-        rows = (
-            checked.groupBy("src_day", F.coalesce("reason", F.lit("ok")).alias("r"))
-            .agg(
-                F.count("*").alias("n"), F.sum(F.col("unknown_type").cast("long")).alias("unknown")
-            )
-            .collect()
-        )
-    counts: dict[dt.date, Counter] = {}
-    unknown = Counter()
-    for r in rows:
-        counts.setdefault(r["src_day"], Counter())[r["r"]] += r["n"]
-        unknown[r["src_day"]] += r["unknown"] or 0
-    try:
-        _check_bad_share(cfg, counts)
-        today = counts.get(day, Counter())
-        # Readers must never take a partition being rewritten as complete: markers go first.
-        storage.delete(storage.join(out, storage.MARKER))
-        storage.delete(storage.join(quarantine, storage.MARKER))
-        with stage("quarantine"):
-            bad = checked.filter(F.col("reason").isNotNull() & (F.col("src_day") == F.lit(day)))
-            _write_parquet(
-                bad.select("raw", "reason", "source_file")
-                .repartition(1)
-                .sortWithinPartitions("source_file", "reason", "raw"),
-                quarantine,
-                spark,
-            )
-        with stage("merge_write"):
-            previous = spark.read.parquet(*previous_files) if previous_files else None
-            good = checked.filter(F.col("reason").isNull())
-            # The day's events are broadcast (the snapshot then streams, never shuffled) when few.
-            small = sum(c["ok"] for c in counts.values()) <= cfg.histories.broadcast_max_events
-            merged = transform.merge(
-                good, previous, day, cfg, broadcast_events=small and bool(previous_files)
-            )
-            obs = Observation("histories")
-            merged = merged.observe(obs, *transform.merge_stats())
-            # Written in the partitioning the work already has, merged down to at most
-            # output_files (coalesce: no shuffle only to lay out files).
-            _write_parquet(
-                transform.finish(merged).coalesce(cfg.histories.output_files), out, spark
-            )
-            stats = obs.get
-    finally:
-        checked.unpersist()
-
-    summary = {
+def summarise(
+    cfg: Config,
+    day: dt.date,
+    mode: Mode,
+    days: list[dt.date],
+    had_previous: bool,
+    checked: Validated,
+    stats: dict[str, int],
+    seconds: dict[str, float],
+) -> dict:
+    """The run summary (`_summary.json`): D's records, the window's, the merge's statistics."""
+    today = checked.counts.get(day, Counter())
+    counts = checked.counts.values()
+    return {
         "date": day.isoformat(),
         "mode": mode,
         "input_partitions": [d.isoformat() for d in days],
-        "previous_snapshot": str(day - dt.timedelta(days=1)) if previous_files else None,
+        "previous_snapshot": str(day - dt.timedelta(days=1)) if had_previous else None,
         "events_read": sum(today.values()),
         "events_valid": today["ok"],
         "quarantined": {r: today[r] for r in REASONS if today[r]},
         "quarantined_total": sum(today.values()) - today["ok"],
-        "unknown_event_types": unknown[day],
-        "window_events_read": sum(sum(c.values()) for c in counts.values()),
-        "window_quarantined": sum(sum(c.values()) - c["ok"] for c in counts.values()),
-        **{k: int(v or 0) for k, v in stats.items()},
+        "unknown_event_types": checked.unknown[day],
+        "window_events_read": sum(sum(c.values()) for c in counts),
+        "window_quarantined": sum(sum(c.values()) - c["ok"] for c in counts),
+        **stats,
         "max_events": cfg.histories.max_events,
         "retention_days": cfg.histories.retention_days,
-        "seconds": stage.seconds,
+        "seconds": seconds,
     }
-    storage.write_json(storage.join(out, SUMMARY_NAME), summary)
-    storage.mark_complete(quarantine)
-    storage.mark_complete(out)
-    log.info(kv(date=day, mode=mode, **{k: v for k, v in summary.items() if isinstance(v, int)}))
-    return summary
+
+
+def _write_parquet(df: DataFrame, uri: str, spark: SparkSession) -> None:
+    df.write.mode("overwrite").options(**WRITE_OPTIONS).parquet(spark_path(spark, uri))
 
 
 def print_summary(summary: dict) -> None:
     """The run summary as a small table on the console (stderr)."""
-    from rich.table import Table
-
-    from propensity.ui import console
-
     table = Table(title=f"aggregate {summary['date']} ({summary['mode']})", show_header=False)
     for k, v in summary.items():
         if k in ("date", "mode"):

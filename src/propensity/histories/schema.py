@@ -32,7 +32,6 @@ HISTORY_SCHEMA = pa.schema(
     ]
 )
 HISTORY_COLUMNS = HISTORY_SCHEMA.names
-LIST_COLUMNS = ["ts", "event_type", "article", "brand", "category", "price", "event_key"]
 
 QUARANTINE_SCHEMA = pa.schema(
     [("raw", pa.string()), ("reason", pa.string()), ("source_file", pa.string())]

@@ -22,8 +22,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from propensity.config import Config
-from propensity.pseudonym import pseudonym_column
 from propensity.histories.schema import HISTORY_COLUMNS
+from propensity.pseudonym import pseudonym_column
 
 FIELD_KEYS = (
     "event_id",
@@ -52,7 +52,7 @@ _CORRUPT = "_corrupt_record"
 def window_start(day: dt.date, retention_days: int) -> dt.datetime:
     """First instant kept in the snapshot of `day`: the last `retention_days` days up to its end."""
     first = day + dt.timedelta(days=1 - retention_days)
-    return dt.datetime(first.year, first.month, first.day, tzinfo=dt.timezone.utc)
+    return dt.datetime(first.year, first.month, first.day, tzinfo=dt.UTC)
 
 
 def _field(cfg: Config, key: str) -> str:
@@ -135,6 +135,13 @@ def _blank(c: Column) -> Column:
     return c.isNull() | (c == "")
 
 
+def _size(c: str | Column) -> Column:
+    """Elements of an array, 0 for a null one. `F.size` alone gives -1 for null outside ANSI
+    mode (legacy sizeOfNull: Spark 3.5's default, Spark 4 with ansi off) and null within it."""
+    c = F.col(c) if isinstance(c, str) else c
+    return F.when(c.isNull(), 0).otherwise(F.size(c))
+
+
 def validate(fields: DataFrame, cfg: Config, key: bytes) -> DataFrame:
     """Text fields -> one row per record: `reason` (null when good) and, for good records, the
     cleaned event: pseudonymised profile_id, ts (UTC, ms), event_type (vocabulary or `other`),
@@ -144,6 +151,7 @@ def validate(fields: DataFrame, cfg: Config, key: bytes) -> DataFrame:
     end_ms = (F.unix_date("src_day").cast("long") + 1) * DAY_MS
     start_ms = end_ms - cfg.histories.retention_days * DAY_MS
     future_ms = end_ms + int(ev.future_tolerance_hours * 3_600_000)
+    # The cast only sees 1-15 digits (a long, whatever the ANSI mode); the ISO parse is a try_.
     ts_ms = F.when(f["ts"].rlike(EPOCH_MS), f["ts"].cast("long")).when(
         f["ts"].rlike(ISO_TS), F.unix_millis(F.try_to_timestamp(f["ts"]))
     )
@@ -214,7 +222,9 @@ def merge(
 ) -> DataFrame:
     """Good events (+ the previous snapshot) -> one row per profile with the history columns
     and statistics columns (`_had`, `_n_arrived`, `_n_unique`, `_n_new`, `_n_all`,
-    `_n_within`), including profiles whose events all expired (n_events = 0).
+    `_n_within`), including profiles whose events all expired (n_events = 0). The statistics
+    columns are never null (a missing array counts 0), so they read the same with ANSI mode on
+    or off.
 
     Duplicates (same event_key within a profile) keep the first delivery: the one already in
     the previous snapshot, else the one from the earliest partition, else the smallest record.
@@ -250,7 +260,7 @@ def merge(
     )
     j = j.select(
         *[c for c in j.columns if c != "_arrived"],
-        F.size("_arrived").alias("_n_arrived"),
+        _size("_arrived").alias("_n_arrived"),
         F.transform(firsts, lambda x: F.struct(*[x[c].alias(c) for c in EVENT_FIELDS])).alias(
             "_new"
         ),
@@ -279,9 +289,9 @@ def merge(
             ~F.col("_untouched"), F.array_sort(F.filter(every, lambda x: x["ts"] >= cutoff))
         ).alias("_within"),
     )
-    n = F.size("_within")
+    n = _size("_within")
     j = j.select("*", F.slice("_within", F.greatest(n - n_max + 1, F.lit(1)), n_max).alias("_hist"))
-    keep, size = F.col("_untouched"), F.size("_hist")
+    keep, size = F.col("_untouched"), _size("_hist")
     return j.select(
         "profile_id",
         F.when(keep, F.col("n_events")).otherwise(size.cast("int")).alias("n_events"),
@@ -291,12 +301,10 @@ def merge(
         .alias("last_ts"),
         *[F.when(keep, F.col(c)).otherwise(F.col("_hist")[c]).alias(c) for c in EVENT_FIELDS],
         "_had",
-        F.coalesce(F.col("_n_arrived"), F.lit(0)).alias("_n_arrived"),
-        F.coalesce(F.size(new), F.lit(0)).alias("_n_unique"),
-        F.coalesce(F.size("_fresh"), F.lit(0)).alias("_n_new"),
-        (F.coalesce(F.col("n_events"), F.lit(0)) + F.coalesce(F.size("_fresh"), F.lit(0))).alias(
-            "_n_all"
-        ),
+        "_n_arrived",
+        _size(new).alias("_n_unique"),
+        _size("_fresh").alias("_n_new"),
+        (F.coalesce(F.col("n_events"), F.lit(0)) + _size("_fresh")).alias("_n_all"),
         F.when(keep, F.col("n_events")).otherwise(n).alias("_n_within"),
     )
 

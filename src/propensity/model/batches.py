@@ -36,7 +36,7 @@ import torch
 from propensity.config import Config
 from propensity.errors import BadInput
 
-# The list columns the encoder reads: the stored ones (histories.schema.STORED_LIST_COLUMNS) less
+# The list columns the encoder reads: the stored ones (the histories contract) less
 # `event_key`, which only dedupes events across days.
 ENCODED_LIST_COLUMNS = ["ts", "event_type", "article", "brand", "category", "price"]
 CONTEXT_FEATURES = [
