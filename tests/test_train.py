@@ -138,6 +138,14 @@ def test_train_end_to_end_warm_start_and_gate(tmp_path, histories):
     base = lost["baseline"]["metrics"]["order_7d"]["auroc"]
     assert base == pytest.approx(lost["gate"]["baseline_auc"]["order_7d"], abs=1e-6)
     assert lost["gate"]["comparisons"]["order_7d"]["baseline"]["interval"][0] < 0.5
+    # `models show`: a summary that leads with the decision and the baseline; --json the record.
+    show = ["models", "show", "2026-01-21.3", "--set", sets[0], "--set", sets[1]]
+    summary = runner.invoke(app, show)
+    assert summary.exit_code == 0, summary.output
+    assert "rejected" in summary.output and "does not beat the baseline" in summary.output
+    assert f"baseline AUROC {base:.4f}" in summary.output and "vs baseline" in summary.output
+    whole = runner.invoke(app, [*show, "--json"])
+    assert json.loads(whole.stdout)["gate"] == lost["gate"]
 
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, histories):

@@ -109,7 +109,9 @@ def evaluate(cfg: Config, day: dt.date) -> dict[str, Any]:
         return {**result, "status": "pending", "reason": f"no complete histories for {day}"}
     manifest = storage.read_json(storage.join(predictions, "manifest.json"))
     version = manifest["model"]["version"]
-    validation = store.read_metadata(cfg, version).get("metrics", {})
+    meta = store.read_metadata(cfg, version)
+    validation = meta.get("metrics", {})
+    baseline = (meta.get("baseline") or {}).get("metrics", {})
     targets = [t for t in cfg.target_names if t in manifest["stats"]["scores"]]
     table = storage.read_parquet(predictions, columns=["profile_id", *targets])
     y = matured_labels(cfg, table.select(["profile_id"]), then, day)
@@ -130,6 +132,7 @@ def evaluate(cfg: Config, day: dt.date) -> dict[str, Any]:
             "average_precision": ap,
             "validation_auroc": val_auc,
             "validation_average_precision": val.get("average_precision"),
+            "validation_baseline_auroc": baseline.get(target, {}).get("auroc"),
             "auc_drop": drop,
             "threshold": m.auc_drop_threshold,
             "passed": None if drop is None else bool(drop <= m.auc_drop_threshold),

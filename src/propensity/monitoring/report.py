@@ -179,6 +179,7 @@ def render(result: dict, current: dict, reference: dict, trend: list[dict],
         qrows = "".join(
             f"<tr><td>{html.escape(t)}</td><td>{r['rows']:,}</td><td>{r['positives']:,}</td>"
             f"<td>{_fmt(r['auroc'])}</td><td>{_fmt(r['validation_auroc'])}</td>"
+            f"<td>{_fmt(r.get('validation_baseline_auroc'))}</td>"
             f"<td>{_fmt(r['average_precision'])}</td><td>{_fmt(r['validation_average_precision'])}"
             f"</td><td>{_fmt(r['calibration']['ece'])}</td>{_status(r['passed'])}</tr>"
             for t, r in quality["targets"].items()
@@ -189,7 +190,7 @@ def render(result: dict, current: dict, reference: dict, trend: list[dict],
             f"{quality['labels_from']}; alert when validation AUROC - realised AUROC &gt; "
             f"{result['thresholds']['auc_drop']}.</p>",
             "<table><tr><th>target</th><th>rows</th><th>positives</th><th>AUROC</th>"
-            "<th>validation AUROC</th><th>AP</th><th>validation AP</th><th>ECE</th>"
+            "<th>validation AUROC</th><th>baseline validation AUROC</th><th>AP</th><th>validation AP</th><th>ECE</th>"
             f"<th>result</th></tr>{qrows}</table>",
             img_tag(calibration_figure(quality), dpi=90),
         ]

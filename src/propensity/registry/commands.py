@@ -66,16 +66,55 @@ def list_versions(
     _stdout().print(table)
 
 
+def _summary_table(meta: dict):
+    """What people look for in a model.json: data, metrics against baseline and champion, the
+    gate's decision and its reasons."""
+    from rich.table import Table
+
+    gate = meta.get("gate") or {}
+    data = meta.get("data") or {}
+    table = Table(title=f"model {meta['version']}", show_header=False)
+    table.add_row("trained for", f"{meta.get('training_date')} (inputs {data.get('input_date')}, "
+                  f"{len(data.get('snapshot_pairs') or [1])} snapshot pairs)")
+    table.add_row("start", f"warm from {meta['parent_version']}" if meta.get("warm_start")
+                  else "cold")
+    table.add_row("examples", f"{data.get('train_examples')} train, "
+                  f"{data.get('validation_examples')} validation, "
+                  f"{data.get('gate_examples', data.get('validation_examples'))} gate rows")
+    table.add_row("gate", f"{gate.get('decision', 'not gated')}"
+                  + "".join(f"\n{r}" for r in gate.get("reasons", [])))
+    base = (meta.get("baseline") or {}).get("metrics", {})
+    for target, m in (meta.get("metrics") or {}).items():
+        line = f"AUROC {_num(m.get('auroc'))}, AP {_num(m.get('average_precision'))}, " \
+               f"baseline AUROC {_num(base.get(target, {}).get('auroc'))}"
+        for against, c in (gate.get("comparisons") or {}).get(target, {}).items():
+            low, high = c["interval"]
+            line += f"\nvs {against}: {c['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
+        table.add_row(target, line)
+    table.add_row("champion then", str(gate.get("champion_version") or "none"))
+    table.add_row("created", f"{meta.get('created_at')} (code {meta.get('code_version')})")
+    return table
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 @app.command("show")
 def show(
     version: Annotated[str, typer.Argument(help="Version name, e.g. 2026-01-20.1.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole model.json.")] = False,
     config: ConfigOption = None,
     sets: SetOption = None,
 ) -> None:
-    """Print a version's model.json and verify its weights (exit 4 if tampered or truncated)."""
+    """Summarise a version (metrics, baseline, gate, data) and verify its weights (exit 4 if
+    tampered or truncated); --json prints the whole model.json."""
     cfg = load(config, sets)
     meta = store.read_metadata(cfg, version)
-    typer.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    if as_json:
+        typer.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    else:
+        _stdout().print(_summary_table(meta))
     store.read_weights(cfg, version, meta)
     typer.echo(f"weights sha256 verified: {meta['weights']['sha256']}", err=True)
 
