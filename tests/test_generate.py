@@ -225,7 +225,7 @@ def test_truth_covers_seen_profiles_with_probabilities(stream):
     for i in range(DAYS):
         seen |= by_day[day(i)]
         truth = storage.read_parquet(storage.partition(storage.join(out, "_truth"), day(i)))
-        assert truth.column_names == ["profile_id", "p_order_7d"]
+        assert truth.column_names == ["profile_id", "p_order_7d", "p_order_7d_observable"]
         ids = truth.column("profile_id").to_pylist()
         assert len(set(ids)) == len(ids) and set(ids) >= seen
         if i < DAYS - 3:  # later, some events are late beyond the last partition: not delivered
@@ -401,6 +401,8 @@ def test_truth_has_a_column_per_order_target(tmp_path):
     )
     assert result.exit_code == 0, result.output
     truth = storage.read_parquet(storage.partition(f"{out}/_truth", day(1)))
-    assert truth.column_names == ["profile_id", "p_order_7d", "p_order_3d"]
+    assert truth.column_names == [
+        "profile_id", "p_order_7d", "p_order_3d", "p_order_7d_observable", "p_order_3d_observable"
+    ]  # fmt: skip
     p3, p7 = truth.column("p_order_3d").to_numpy(), truth.column("p_order_7d").to_numpy()
     assert (p3 <= p7 + 1e-12).all() and (p3 < p7).mean() > 0.99  # a shorter horizon, less likely

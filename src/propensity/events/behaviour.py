@@ -95,22 +95,31 @@ def next_state_probs(state: np.ndarray, ordered: np.ndarray) -> np.ndarray:
     return np.where(ordered[:, None], AFTER_ORDER[state], STAY[state])
 
 
-def order_probability(
-    state: np.ndarray, ordered: np.ndarray, affinity: np.ndarray, first_weekday: int, days: int
-) -> np.ndarray:
-    """P(at least one order in days D+1..D+days | state and order of day D), exactly.
+def no_order_survival(affinity: np.ndarray, first_weekday: int, days: int) -> np.ndarray:
+    """u[i, s]: probability that profile i, in state s on D+1, does not order in D+1..D+days.
 
-    `first_weekday` is the weekday of D+1. Backward recursion over the horizon: u[i, s] is the
-    probability that profile i, in state s on a day, does not order from that day to the end.
+    `first_weekday` is the weekday of D+1. Backward recursion over the horizon, from its last day.
     """
     rate = np.outer(affinity, ORDER_RATE)
-    u = np.ones((len(state), len(STATES)))
+    u = np.ones((len(affinity), len(STATES)))
     for k in range(days, 0, -1):
         if k < days:
             # No order today, then tomorrow's chain (the no-order rows). einsum, not a BLAS
             # call: the matrix is 5x5, and BLAS threads only add overhead here.
             u = np.einsum("it,st->is", u, STAY)
         u *= np.exp(-rate * WEEKDAY[(first_weekday + k - 1) % 7])  # survival of day k
+    return u
+
+
+def order_probability(
+    state: np.ndarray, ordered: np.ndarray, affinity: np.ndarray, first_weekday: int, days: int
+) -> np.ndarray:
+    """P(at least one order in days D+1..D+days | state and order of day D), exactly.
+
+    `first_weekday` is the weekday of D+1: tomorrow's state distribution against the
+    probability of no order from each state (`no_order_survival`).
+    """
+    u = no_order_survival(affinity, first_weekday, days)
     none = np.einsum("is,is->i", next_state_probs(state, ordered), u)
     return 1.0 - none
 

@@ -4,11 +4,13 @@ Flow of a run: build the profiles and the article catalogue; then for each day a
 profiles, step the planted behaviour model (`behaviour`), simulate that day's sessions and events,
 render them (`render`) with the delivery anomalies of a real stream (late events, duplicates,
 unknown types) and the requested share of malformed records (`malformed`), write one part file
-per chunk, then the day's `_SUCCESS`; then the day's ground truth under `_truth/`.
+per chunk, then the day's `_SUCCESS`; then the day's ground truth under `_truth/`: the planted
+model's probabilities, and beside them those of the observable oracle (`oracle`), the best a
+profile's history can support.
 
-Only the per-profile state (a few bytes per profile) lives across days; events exist one chunk
-at a time. Every random draw comes from a generator seeded by (seed, day, chunk), so a run is
-byte-for-byte reproducible.
+Only the per-profile state (a few bytes per profile, plus the oracle's posterior) lives across
+days; events exist one chunk at a time. Every random draw comes from a generator seeded by
+(seed, day, chunk), so a run is byte-for-byte reproducible; the oracle draws nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from propensity.config import EventFields
 from propensity.events import behaviour as bm
 from propensity.events import malformed
 from propensity.events.catalogue import Catalogue
+from propensity.events.oracle import ObservableOracle, Observed
 from propensity.events.render import CODE, TS_FORMAT_SHARE, Events, Renderer
 from propensity.ui import kv, progress
 
@@ -62,9 +65,11 @@ class Summary:
     duplicates: int = 0  # redelivered copies (same event_id)
     truth_rows: list[int] = field(default_factory=list)
     # Days with 7 simulated days ahead: realised share of truth profiles ordering within 7 days,
-    # and the AUC of the truth against those orders (the best any model can expect).
+    # the AUC of the truth against those orders (knowing the latent state: unreachable), and
+    # that of the observable oracle (the best a model of the histories can expect).
     order_share_7d: dict[str, float] = field(default_factory=dict)
     oracle_auc_7d: dict[str, float] = field(default_factory=dict)
+    observable_auc_7d: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_records(self) -> int:
@@ -86,11 +91,14 @@ def generate_stream(
     bad_share: float = 0.0,
     fields: EventFields | None = None,
     horizons: dict[str, int] | None = None,
+    observable: bool = True,
 ) -> Summary:
     """Write `days` daily partitions of events under `out`, and the truth under `out/_truth`.
 
-    `horizons` maps truth column names to order horizons in days (default `{"p_order_7d": 7}`).
-    Raises ValueError on bad arguments (the message names the option).
+    `horizons` maps truth column names to order horizons in days (default `{"p_order_7d": 7}`);
+    with `observable`, each gets a column `<name>_observable` from the observable oracle (the
+    events are the same bytes either way). Raises ValueError on bad arguments (the message names
+    the option).
     """
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -101,13 +109,15 @@ def generate_stream(
     start = storage.as_date(start)
     horizons = horizons if horizons is not None else {"p_order_7d": 7}
     world = World(seed, profiles, days)
+    ahead = sorted({7, *horizons.values()})  # 7: the summary's AUC
+    oracle = ObservableOracle(profiles, arrival_prior(days), ahead) if observable else None
     renderer = Renderer(world.catalogue, world.profile_ids, fields or EventFields())
     storage.delete(storage.join(out, TRUTH, "generator.json"))  # written again only on success
 
     n_chunks = -(-profiles // CHUNK_PROFILES)
     summary = Summary()
     pending: dict[tuple[int, int], list[tuple[bool, Events]]] = defaultdict(list)
-    open_truth: list[tuple[int, np.ndarray, np.ndarray]] = []  # (day, profiles, P(order in 7d))
+    open_truth: list[tuple] = []  # (day, profiles, P(order in 7d): truth, observable or None)
     writes = Writes()
     with progress() as bar, ThreadPoolExecutor(max_workers=WRITERS) as writer:
         task = bar.add_task("generate", total=days * n_chunks)
@@ -118,7 +128,9 @@ def generate_stream(
             storage.delete(part_uri)  # idempotent: a re-run replaces the day whole
             cum = world.catalogue.cumulative_weights(d)
             records = bad = 0
-            truth_idx, truth_p, oracle_p = [], defaultdict(list), []
+            truth_idx, truth_p, oracle_p, observable_p = [], defaultdict(list), [], []
+            if oracle:
+                oracle.begin_day(d, day.weekday())
             for c in range(n_chunks):
                 rng = np.random.default_rng([seed, d, c])
                 lo, hi = c * CHUNK_PROFILES, min(profiles, (c + 1) * CHUNK_PROFILES)
@@ -157,6 +169,12 @@ def generate_stream(
                 oracle_p.append(p7)
                 for name, h in horizons.items():
                     truth_p[name].append(p7 if h == 7 else bm.order_probability(*args, h))
+                if oracle:
+                    oracle.observe(lo, hi, world.observed)
+                    p = oracle.predict(lo, seen)
+                    observable_p.append(p[:, ahead.index(7)])
+                    for name, h in horizons.items():
+                        truth_p[f"{name}_observable"].append(p[:, ahead.index(h)])
                 world.advance(rng, lo, hi, state, ordered)
                 bar.advance(task)
             writes.close_day(part_uri)
@@ -168,7 +186,9 @@ def generate_stream(
                 world.profile_ids.take(pa.array(idx)),
                 {k: np.concatenate(v) for k, v in truth_p.items()},
             )
-            open_truth.append((d, idx, np.concatenate(oracle_p)))
+            open_truth.append(
+                (d, idx, np.concatenate(oracle_p), np.concatenate(observable_p) if oracle else None)
+            )
             score_matured(world, open_truth, d, start, summary)
             summary.days.append(day.isoformat())
             summary.records.append(records)
@@ -190,6 +210,14 @@ def generate_stream(
             "bad_share": bad_share,
             "field_names": renderer.names,
             "truth_columns": horizons,
+            "observable_oracle": (
+                {
+                    "columns": {f"{k}_observable": h for k, h in horizons.items()},
+                    **oracle.describe(),
+                }
+                if oracle
+                else None
+            ),
             "behaviour": world.describe(),
             "anomalies": {
                 "late_share": LATE_SHARE,
@@ -251,9 +279,10 @@ class World:
         later = rng.integers(1, max(days, 2), profiles)
         self.arrival = np.where(rng.random(profiles) < PRESENT_SHARE, 0, later).astype(np.int32)
         if days == 1:
-            self.arrival[:] = 0
+            self.arrival[:] = 0  # as `arrival_prior` says
         self.state = np.full(profiles, -1, np.int8)  # -1: not arrived yet
         self.has_event = np.zeros(profiles, bool)
+        self.observed: Observed | None = None  # what histories show of the last simulated chunk
         self.orders = np.zeros((8, profiles), bool)  # ring of the last 8 days' orders
         self.catalogue = Catalogue(rng, profiles, days)
         width = max(7, len(str(profiles - 1)))
@@ -261,7 +290,9 @@ class World:
         self.profile_ids = pc.binary_join_element_wise("p", digits, "")
 
     def simulate(self, rng, d: int, day: dt.date, lo: int, hi: int, cum: np.ndarray, chunk: int):
-        """Day d of profiles lo..hi: their events, their state today, and whether they ordered."""
+        """Day d of profiles lo..hi: their events, their state today, and whether they ordered.
+        What a history shows of each of them that day is left in `self.observed` (for the
+        observable oracle; counting draws nothing)."""
         n = hi - lo
         state = self.state[lo:hi].copy()
         arriving = self.arrival[lo:hi] == d
@@ -298,6 +329,13 @@ class World:
         k = np.minimum((rng.random(n_events)[:, None] > mix).sum(axis=1), len(bm.SESSION_TYPES) - 1)
         etype = SESSION_CODES[k]
         etype[in_funnel] = FUNNEL_CODES[(pos - base[ev_sess])[in_funnel]]
+        n_types = len(bm.SESSION_TYPES)
+        drawn = sess_profile[ev_sess][~in_funnel] * n_types + k[~in_funnel]
+        self.observed = Observed(
+            sessions=sessions,
+            types=np.bincount(drawn, minlength=n * n_types).reshape(n, n_types),
+            ordered=ordered,
+        )
 
         # Sessions: a start hour from the daily curve, events minutes apart, all within the day.
         gaps = rng.exponential(GAP_MEAN_MS, n_events).astype(np.int64)
@@ -358,6 +396,14 @@ class World:
             "catalogue_initial": self.catalogue.initial,
             "catalogue_new_per_day": self.catalogue.per_day,
         }
+
+
+def arrival_prior(days: int) -> np.ndarray:
+    """P(a profile arrives on day d), d = 0..days-1, as `World` draws it: PRESENT_SHARE on day 0
+    (present from the start), the rest uniform over the later days."""
+    if days == 1:
+        return np.ones(1)
+    return np.array([PRESENT_SHARE] + [(1 - PRESENT_SHARE) / (days - 1)] * (days - 1))
 
 
 SESSION_CODES = np.array([CODE[t] for t in bm.SESSION_TYPES], np.int8)
@@ -437,7 +483,8 @@ def joined_lines(lines: pa.Array) -> pa.Buffer:
 def write_truth(
     out: str, day: dt.date, profile_ids: pa.Array, probs: dict[str, np.ndarray]
 ) -> None:
-    """The truth partition of a day: one row per profile seen so far, one column per horizon."""
+    """The truth partition of a day: one row per profile seen so far, one column per horizon
+    (then the observable oracle's, `<column>_observable`)."""
     uri = storage.partition(storage.join(out, TRUTH), day)
     storage.delete(uri)
     table = pa.table(
@@ -450,12 +497,14 @@ def write_truth(
 def score_matured(world: World, open_truth: list, d: int, start: dt.date, summary: Summary) -> None:
     """Once day D has 7 simulated days after it, score its truth against the realised orders."""
     while open_truth and d - open_truth[0][0] >= 7:
-        day0, idx, p = open_truth.pop(0)
+        day0, idx, p, p_observable = open_truth.pop(0)
         rows = [(day0 + k) % 8 for k in range(1, 8)]
         label = world.orders[rows][:, idx].any(axis=0)
         key = (start + dt.timedelta(days=day0)).isoformat()
         summary.order_share_7d[key] = round(float(label.mean()), 5) if len(label) else 0.0
         summary.oracle_auc_7d[key] = round(auc(p, label), 5)
+        if p_observable is not None:
+            summary.observable_auc_7d[key] = round(auc(p_observable, label), 5)
 
 
 def auc(score: np.ndarray, label: np.ndarray) -> float:
