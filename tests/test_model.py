@@ -9,7 +9,7 @@ import torch
 from _training_data import histories_table, simulate
 
 from propensity.model.batches import FeatureSpec, encode, prediction_time_ms
-from propensity.model.network import PropensityModel, log_age
+from propensity.model.network import COUNT_FLOOR, PropensityModel, log_age
 
 DAY = dt.date(2026, 1, 20)
 
@@ -48,3 +48,29 @@ def test_log_age_is_the_time_from_each_event_to_the_prediction_time(config):
         torch.testing.assert_close(
             age[b, : len(want)], torch.tensor(want, dtype=torch.float64), rtol=1e-4, atol=1e-3
         )
+
+
+def test_decayed_counts_equal_a_per_event_oracle(config):
+    table = histories_table(simulate(15, DAY - dt.timedelta(days=40), DAY, seed=3), DAY)
+    enc = encode(table, FeatureSpec.from_config(config), DAY)
+    model = PropensityModel.from_config(config).eval()
+    batch = enc.batch(np.arange(len(enc)))
+    with torch.no_grad():
+        x = model.embed(batch)
+        w = len(config.model.count_decay_days) * len(config.events.types)
+        got = torch.exp(model.decayed_counts(x, batch)[:, :w].double() / 0.25) - COUNT_FLOOR
+        running = model.decayed_counts(x, batch, running=True)
+    types = list(config.events.types)
+    taus = [d * 24 for d in config.model.count_decay_days]
+    end = prediction_time_ms(DAY)
+    for b, (stamps, kinds) in enumerate(zip(table.column("ts").to_pylist(),
+                                            table.column("event_type").to_pylist())):
+        want = np.zeros((len(taus), len(types)))
+        for ts, kind in zip(stamps, kinds):
+            hours = (end - ts.timestamp() * 1000) / 3_600_000
+            want[:, types.index(kind) if kind in types else 0] += np.exp(-hours / np.array(taus))
+        np.testing.assert_allclose(got[b].numpy(), want.ravel(), rtol=2e-3, atol=1e-4)
+        # Running counts at the last real step are the final counts; padding adds nothing.
+        torch.testing.assert_close(running[b, int(batch.lengths[b]) - 1],
+                                   model.decayed_counts(x, batch)[b])
+        torch.testing.assert_close(running[b, -1], model.decayed_counts(x, batch)[b])

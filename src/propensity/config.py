@@ -134,6 +134,7 @@ class ModelConfig(_Section):
     # Time constants (days) of the decayed event counts per type that the head reads beside the
     # LSTM state (recency-weighted frequency, as RFM models use); [] = the LSTM state alone.
     count_decay_days: tuple[float, ...] = (1.0, 7.0, 30.0, 365.0)
+    wide: bool = True  # a linear path from the counts and context to the logits (Wide & Deep)
 
     @field_validator("count_decay_days")
     @classmethod
@@ -150,6 +151,7 @@ class TrainingConfig(_Section):
     batch_size: int = Field(128, gt=0)
     learning_rate: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)  # AdamW decoupled weight decay
+    ema_decay: float = Field(0.0, ge=0, lt=1)  # moving average of the weights kept; 0 = off
     validation_share: float = Field(0.2, gt=0, lt=1)
     early_stopping_patience: int = Field(3, ge=0)  # epochs without a lower val loss
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"

@@ -46,8 +46,10 @@ _ARCH_FIELDS = (
     "category_buckets",
     "category_dim",
     "count_decay_days",
+    "wide",
 )
 _HOURS_PER_DAY = 24.0
+COUNT_FLOOR = 0.01  # added to decayed counts before the log: "none" sits at log(0.01) = -4.6
 
 
 def _plain(value):
@@ -107,16 +109,31 @@ class PropensityModel(nn.Module):
         self.input_size = start
         self.lstm = nn.LSTM(self.input_size, m.hidden_size, num_layers=1, batch_first=True)
         n_context = len(CONTEXT_FEATURES)
+        self.n_counts = 2 * len(self.count_decay_hours) * len(types)  # decayed and windowed
+        # Standardises the profile-level inputs (as the baseline regression's scaler does), so
+        # the wide part's weights all learn at one pace. Fixed statistics of the training rows
+        # (`fit_profile_scaler`), saved with the weights: batch statistics would not do, as
+        # length-bucketed batches hold very different profiles.
+        n_profile = n_context + self.n_counts
+        self.register_buffer("profile_mean", torch.zeros(n_profile))
+        self.register_buffer("profile_std", torch.ones(n_profile))
         scale = torch.ones(n_context)
         scale[CONTEXT_FEATURES.index("log_hours_since_last")] = _LOG_SCALE
         self.register_buffer("context_scale", scale, persistent=False)
-        self.n_counts = len(self.count_decay_hours) * len(types)
         self.head = nn.Sequential(
             nn.Dropout(m.dropout),
             nn.Linear(m.hidden_size + n_context + self.n_counts, m.hidden_size),
             nn.ReLU(),
             nn.Linear(m.hidden_size, len(self.targets)),
         )
+        # The wide part (Cheng et al. 2016, "Wide & Deep"): a linear function of the context
+        # and the decayed counts added to the deep head's logit. The deep head's last layer
+        # starts at zero, so training starts from a linear model of the counts (what the
+        # baseline regression is) and the LSTM grows what the counts miss.
+        self.wide = nn.Linear(n_context + self.n_counts, len(self.targets)) if m.wide else None
+        if self.wide is not None:
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     @classmethod
     def from_config(cls, cfg: Config) -> PropensityModel:
@@ -158,8 +175,9 @@ class PropensityModel(nn.Module):
         return out
 
     def decayed_counts(self, x: torch.Tensor, batch: Batch, running: bool = False) -> torch.Tensor:
-        """log1p of the decayed counts per event type [B, n_counts] at the prediction time
-        (`running`: [B, T, n_counts], counting only the events up to each step), from the
+        """Counts per event type and time span T [B, n_counts] at the prediction time: first
+        log(COUNT_FLOOR + sum of exp(-age / T)) for every T, then log1p(events of age <= T)
+        (`running`: [B, T, n_counts], counting only the events up to each step). From the
         one-hot slice of `x`, padding steps masked out."""
         B, T = batch.event_type.shape
         if not self.n_counts:
@@ -168,16 +186,53 @@ class PropensityModel(nn.Module):
         real = (steps[None, :] < batch.lengths.to(x.device)[:, None]).to(x.dtype)  # [B, T]
         age = torch.expm1(log_age(batch).to(x.device).float()).clamp(min=0)  # hours [B, T]
         tau = torch.tensor(self.count_decay_hours, device=x.device)
-        decay = torch.exp(-age.unsqueeze(-1) / tau).to(x.dtype) * real.unsqueeze(-1)  # [B,T,W]
+        span = age.unsqueeze(-1) / tau  # [B, T, W]
+        weights = torch.cat([torch.exp(-span), (span <= 1).to(span.dtype)], dim=-1)
+        weights = weights.to(x.dtype) * real.unsqueeze(-1)  # [B, T, 2W]
         onehot = x[..., self.feature_groups["type_onehot"]]  # [B, T, K]
-        per_step = decay.unsqueeze(-1) * onehot.unsqueeze(-2)  # [B, T, W, K]
-        counts = per_step.cumsum(dim=1) if running else per_step.sum(dim=1)
-        return torch.log1p(counts.clamp(min=0)).flatten(-2) * _LOG_SCALE
+        per_step = weights.unsqueeze(-1) * onehot.unsqueeze(-2)  # [B, T, 2W, K]
+        counts = (per_step.cumsum(dim=1) if running else per_step.sum(dim=1)).clamp(min=0)
+        w = len(self.count_decay_hours)
+        # log(floor + decayed): for many recent events the log count (frequency), for one old
+        # event -age / T (recency); log1p(windowed): the counts a regression on RFM features uses.
+        decayed = torch.log(counts[..., :w, :] + COUNT_FLOOR)
+        windowed = torch.log1p(counts[..., w:, :])
+        return torch.cat([decayed, windowed], dim=-2).flatten(-2) * _LOG_SCALE
 
     def _head(self, hidden: torch.Tensor, context: torch.Tensor,
               counts: torch.Tensor) -> torch.Tensor:
         context = context.to(hidden.dtype) * self.context_scale.to(hidden.dtype)
-        return self.head(torch.cat([hidden, context, counts.to(hidden.dtype)], dim=-1))
+        profile = torch.cat([context, counts.to(hidden.dtype)], dim=-1)
+        profile = (profile - self.profile_mean.to(profile.dtype)) / self.profile_std.to(profile.dtype)
+        logits = self.head(torch.cat([hidden, profile], dim=-1))
+        if self.wide is not None:
+            logits = logits + self.wide(profile)
+        return logits
+
+    def profile_inputs(self, batch: Batch) -> torch.Tensor:
+        """The unstandardised profile-level inputs [B, P]: scaled context, then counts."""
+        context = batch.context.float() * self.context_scale
+        return torch.cat([context, self.decayed_counts(self.embed(batch), batch).float()], dim=-1)
+
+    @torch.no_grad()
+    def init_profile_part(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        """Cold start from training rows' profile inputs [N, P] and labels [N, n_targets]: their
+        standardisation, and the wide part set to a logistic regression on them (scikit-learn,
+        as the baseline), so training starts where a regression on the counts ends."""
+        from sklearn.linear_model import LogisticRegression
+
+        self.profile_mean.copy_(inputs.mean(dim=0))
+        self.profile_std.copy_(inputs.std(dim=0).clamp(min=1e-3))
+        if self.wide is None:
+            return
+        z = ((inputs - self.profile_mean) / self.profile_std).double().numpy()
+        for j in range(labels.shape[1]):
+            y = labels[:, j].numpy()
+            if y.min() == y.max():
+                continue
+            fit = LogisticRegression(max_iter=2000, C=1.0).fit(z, y)
+            self.wide.weight[j] = torch.from_numpy(fit.coef_[0]).float()
+            self.wide.bias[j] = float(fit.intercept_[0])
 
     def forward_from_embedded(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Logits [B, n_targets] from per-event vectors `x` (output of `embed`)."""

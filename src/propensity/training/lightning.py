@@ -17,6 +17,7 @@ import os
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from propensity.config import Config
@@ -94,16 +95,33 @@ def loader(encoded, labels, rows, cfg: Config, shuffle: bool, pin_memory: bool =
 class PropensityTask(pl.LightningModule):
     """Trains a PropensityModel with binary cross-entropy on every target."""
 
-    def __init__(self, model, learning_rate: float, weight_decay: float, seed: int):
+    def __init__(self, model, learning_rate: float, weight_decay: float, seed: int,
+                 ema_decay: float = 0.0):
         super().__init__()
         self.model = model
         self.learning_rate, self.weight_decay, self.seed = learning_rate, weight_decay, seed
+        # An exponential moving average of the weights (`training.ema_decay`, 0 = off) is what
+        # validation scores and what is kept: it smooths the step-to-step noise of small
+        # batches with few positives. A submodule, so Lightning's checkpoint carries it.
+        self.ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            if ema_decay else None
+        )
         self._train_loss = None
         self._train_n = 0
         self._val = []
 
     def forward(self, batch):
         return self.model(batch)
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights validation scores and training keeps: the average if there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def on_train_batch_end(self, outputs, pair, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     def on_train_epoch_start(self) -> None:
         self._train_loss, self._train_n = torch.zeros((), device=self.device), 0
@@ -123,7 +141,7 @@ class PropensityTask(pl.LightningModule):
 
     def validation_step(self, pair, batch_idx):
         batch, y = pair
-        self._val.append((self.model(batch).float().detach(), y))
+        self._val.append((self.evaluated(batch).float().detach(), y))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
@@ -146,7 +164,7 @@ class PropensityTask(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.AdamW(
-            self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
+            self.model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
 
 
@@ -167,13 +185,30 @@ class BestWeights(pl.Callback):
         if trainer.sanity_checking:
             return
         loss = trainer.callback_metrics.get("val_loss")
-        if loss is None or not float(loss) < self.best_loss:
-            return
+        if loss is not None:
+            self.offer(float(loss), trainer.current_epoch, pl_module.evaluated)
 
-        self.best_loss, self.best_epoch = float(loss), trainer.current_epoch
-        _atomic_write(self.weights_path, weights_bytes(pl_module.model))
+    def offer(self, loss: float, epoch: int, model: torch.nn.Module) -> None:
+        """Keep `model`'s weights if `loss` is the lowest so far (epoch -1: before training)."""
+        if not loss < self.best_loss:
+            return
+        self.best_loss, self.best_epoch = loss, epoch
+        _atomic_write(self.weights_path, weights_bytes(model))
         info = {"val_loss": self.best_loss, "epoch": self.best_epoch}
         _atomic_write(os.path.join(self.folder, "best.json"), json.dumps(info).encode())
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, batches) -> float:
+    """Mean binary cross-entropy of `model` over (batch, labels) pairs, on the CPU."""
+    model.eval()
+    total, n = 0.0, 0
+    for batch, y in batches:
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            model(batch).float(), y, reduction="sum")
+        total, n = total + float(loss), n + y.numel()
+    model.train()
+    return total / max(n, 1)
 
     def state_dict(self) -> dict:
         return {"best_loss": self.best_loss, "best_epoch": self.best_epoch}

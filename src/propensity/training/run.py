@@ -26,7 +26,7 @@ import torch
 from propensity import __version__, storage
 from propensity.config import Config
 from propensity.errors import BadInput, UsageError
-from propensity.model.batches import encode
+from propensity.model.batches import encode, length_buckets
 from propensity.model.network import PropensityModel
 from propensity.model import stats
 from propensity.model.stats import summarize
@@ -37,6 +37,7 @@ from propensity.training.gate import GateRejected, decide, metrics, predict
 from propensity.ui import console, kv
 
 log = logging.getLogger(__name__)
+INIT_ROWS = 100_000  # training rows that set the profile inputs' scaling and the wide part
 
 
 def device_settings(cfg: Config) -> tuple[str, str]:
@@ -117,14 +118,19 @@ def fit(cfg: Config, examples: Examples, model, epochs: int, folder: str, callba
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
     from safetensors.torch import load_file
 
-    from propensity.training.lightning import BestWeights, PropensityTask, loader
+    from propensity.training.lightning import (
+        BestWeights,
+        PropensityTask,
+        loader,
+        validation_loss,
+    )
 
     # Lightning sets its own loggers to INFO on import; keep its banners out of job logs.
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     accelerator, precision = device_settings(cfg)
     t = cfg.training
     os.makedirs(folder, exist_ok=True)
-    task = PropensityTask(model, t.learning_rate, t.weight_decay, t.seed)
+    task = PropensityTask(model, t.learning_rate, t.weight_decay, t.seed, t.ema_decay)
     best = BestWeights(folder)
     cbs = [
         EarlyStopping(monitor="val_loss", mode="min", patience=t.early_stopping_patience),
@@ -161,6 +167,8 @@ def fit(cfg: Config, examples: Examples, model, epochs: int, folder: str, callba
     resume = last if os.path.exists(last) else None
     if resume:
         log.info("resuming %s", kv(checkpoint=last))
+    else:  # the starting point competes too: training must beat it (cold: the regression)
+        best.offer(validation_loss(model, val_dl), -1, model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
@@ -202,6 +210,17 @@ def _champion_scores(cfg: Config, champion: str | None, examples: Examples,
     encoded = encode(fresh.table, model.spec, fresh.input_day)
     rows = examples.gate_rows - fresh.start
     return predict(model, encoded, rows, cfg.scoring.batch_size, device), list(model.targets)
+
+
+@torch.no_grad()
+def _init_profile_part(model: PropensityModel, examples: Examples, seed: int) -> None:
+    """Standardisation and wide part of a cold start, from a seeded sample of training rows."""
+    sample = np.random.default_rng(seed).permutation(examples.train_rows)[:INIT_ROWS]
+    sample = np.sort(sample)
+    parts = length_buckets(examples.encoded.lengths[sample], 1024)
+    inputs = torch.cat([model.profile_inputs(examples.encoded.batch(sample[p])) for p in parts])
+    order = np.concatenate(parts)
+    model.init_profile_part(inputs, torch.from_numpy(examples.labels[sample[order]]))
 
 
 def _reference(cfg: Config, examples: Examples, scores: np.ndarray) -> dict:
@@ -246,6 +265,8 @@ def train(cfg: Config, day: dt.date, cold: bool = False, callbacks=()) -> dict:
         "training %s",
         kv(date=day, start="warm" if parent else "cold", parent=parent, epochs=epochs, work=folder),
     )
+    if parent is None:  # a warm start keeps the champion's
+        _init_profile_part(model, examples, cfg.training.seed)
     fitted = fit(cfg, examples, model, epochs, folder, callbacks)
 
     device = "cuda" if fitted["accelerator"] == "gpu" else "cpu"
