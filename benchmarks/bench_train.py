@@ -8,8 +8,8 @@ Run (by hand, not in CI):
 
 data:    `propensity generate` (Parquet) then the histories of every day the snapshot pairs
          need (`daily --only aggregate`: a full rebuild, then incremental days), D the last day.
-quality: trains with the real job (cold, every snapshot pair), then on the gate's rows (the
-         validation profiles of the freshest pair) reports the AUROC of the LSTM, of the
+quality: trains with the real job (cold, every snapshot pair), then on the validation rows of
+         every pair (and separately the gate's: the freshest pair's) reports the AUROC of the LSTM, of the
          baseline logistic regression the gate uses, of gradient-boosted trees on the same
          features (scikit-learn HistGradientBoosting), of the generator's truth `p_order_7d`
          (knows the latent state: unreachable) and of its observable oracle
@@ -84,7 +84,7 @@ def load() -> str:
 
 def quality(args) -> None:
     """Truth, observable oracle, logistic regression, gradient-boosted trees and the LSTM, all
-    on the gate's rows (validation profiles of the freshest pair), against realised labels."""
+    on the validation rows of every snapshot pair, against realised labels."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -96,6 +96,7 @@ def quality(args) -> None:
     from propensity.registry import store
     from propensity.training import baseline
     from propensity.training.examples import load_examples
+    from propensity.training.gate import paired_auc_test, predict
     from propensity.training.run import train
 
     if os.getloadavg()[0] > (os.cpu_count() or 1):
@@ -121,16 +122,24 @@ def quality(args) -> None:
 
     ex = load_examples(cfg, day)
     y = ex.labels[:, 0]
-    rows = ex.gate_rows
-    fresh = ex.pairs[0]
-    truth_part = storage.partition(storage.join(cfg.uri("events"), "_truth"), fresh.input_day)
-    names = storage.open_parquet(storage.parquet_files(truth_part)[0]).schema_arrow.names
-    columns = [c for c in ("p_order_7d", "p_order_7d_observable") if c in names]
-    truth = storage.read_parquet(truth_part, columns=["profile_id", *columns])
-    ids = pa.array(pseudonymise(truth.column("profile_id"), cfg.pseudonym_key()))
-    where = pc.index_in(fresh.table.column("profile_id").take(pa.array(rows - fresh.start)),
-                        value_set=ids).to_numpy(zero_copy_only=False)
-    known = ~np.isnan(where.astype(float))
+    model, _ = store.load_model(cfg, meta["version"])
+    rows = ex.val_rows  # every pair's validation rows: ~7x the gate's, so a smaller error
+    p_lstm = predict(model, ex.encoded, rows, cfg.scoring.batch_size)[:, 0]
+    # Truth and oracle of each pair's input day, joined through the pseudonymised ids.
+    truth = {c: np.full(len(rows), np.nan) for c in ("p_order_7d", "p_order_7d_observable")}
+    pair = ex.pair_of(rows)
+    for i, p in enumerate(ex.pairs):
+        mine = np.flatnonzero(pair == i)
+        part = storage.partition(storage.join(cfg.uri("events"), "_truth"), p.input_day)
+        names = storage.open_parquet(storage.parquet_files(part)[0]).schema_arrow.names
+        cols = [c for c in truth if c in names]
+        t = storage.read_parquet(part, columns=["profile_id", *cols])
+        ids = pa.array(pseudonymise(t.column("profile_id"), cfg.pseudonym_key()))
+        where = pc.index_in(p.table.column("profile_id").take(pa.array(rows[mine] - p.start)),
+                            value_set=ids).to_numpy(zero_copy_only=False)
+        ok = ~np.isnan(where.astype(float))
+        for c in cols:
+            truth[c][mine[ok]] = t.column(c).to_numpy()[where[ok].astype(int)]
 
     X = baseline.example_features(ex, list(cfg.events.types))
     t_lr = time.perf_counter()
@@ -142,33 +151,41 @@ def quality(args) -> None:
     gbdt.fit(X[ex.train_rows], y[ex.train_rows])
     p_gb = gbdt.predict_proba(X[rows])[:, 1]
     t_gb = time.perf_counter() - t_gb
-    auc = {
-        "lstm": meta["metrics"]["order_7d"]["auroc"],
-        "logistic_regression": float(roc_auc_score(y[rows], lr)),
-        "gbdt": float(roc_auc_score(y[rows], p_gb)),
-    }
-    # Truth and oracle on the gate rows the generator knows (all but a handful).
-    for c in columns:
-        p = truth.column(c).to_numpy()[where[known].astype(int)]
-        auc[c.replace("p_order_7d", "truth")] = float(roc_auc_score(y[rows][known], p))
-    ceiling = auc.get("truth_observable")
+    scores = {"lstm": p_lstm, "logistic_regression": lr, "gbdt": p_gb}
+    known = ~np.isnan(truth["p_order_7d"])
+    for c, v in truth.items():
+        if not np.isnan(v).all():
+            scores[c.replace("p_order_7d", "truth")] = v
+    gate = np.isin(rows, ex.gate_rows)
+
+    def aucs(mask: np.ndarray) -> dict:
+        return {k: round(float(roc_auc_score(y[rows][mask], v[mask])), 4)
+                for k, v in scores.items()}
+
+    every, fresh_only = aucs(known), aucs(known & gate)
+    ceiling = every.get("truth_observable")
+    yk = y[rows][known]
+    vs = {k: paired_auc_test(yk, scores["lstm"][known], scores[k][known])
+          for k in ("logistic_regression", "gbdt", "truth_observable") if k in scores}
     result = {
         "load_average_start": start_load,
         "load_average_end": load(),
         "snapshot_pairs": len(ex.pairs),
-        "profiles_in_freshest_snapshot": fresh.table.num_rows,
+        "profiles_in_freshest_snapshot": ex.pairs[0].table.num_rows,
         "train_examples": len(ex.train_rows),
-        "validation_examples": len(ex.val_rows),
-        "gate_examples": len(rows),
-        "gate_examples_with_truth": int(known.sum()),
-        "gate_positive_rate": round(float(y[rows].mean()), 4),
+        "validation_examples": len(rows),
+        "validation_examples_with_truth": int(known.sum()),
+        "gate_examples": len(ex.gate_rows),
+        "validation_positive_rate": round(float(y[rows].mean()), 4),
         "median_history_length": float(np.median(ex.encoded.lengths)),
-        "auc": {k: round(v, 4) for k, v in auc.items()},
+        "auc_all_validation": every,
+        "auc_gate_rows": fresh_only,
         "share_of_observable_lift": (
-            {k: round((auc[k] - 0.5) / (ceiling - 0.5), 3)
+            {k: round((every[k] - 0.5) / (ceiling - 0.5), 3)
              for k in ("lstm", "logistic_regression", "gbdt")} if ceiling else None
         ),
-        "gate_vs_baseline": meta["gate"]["comparisons"]["order_7d"].get("baseline"),
+        "lstm_minus": {k: {"difference": round(v["difference"], 4), "se": round(v["se"], 4)}
+                       for k, v in vs.items()},
         "epochs_run": meta["training"]["epochs_run"],
         "best_epoch": meta["training"]["best_epoch"],
         "train_seconds": round(seconds, 1),
