@@ -97,3 +97,16 @@ def test_min_auc_and_a_target_the_champion_lacks():
     d = decide(GATE, np.column_stack([y, y]), ["a", "b"], two, None, good[:, None] * 0, ["a"])
     # The champion (constant scores on "a") is beaten; "b" is compared with nothing.
     assert d["decision"] == "approved" and "champion" not in d["comparisons"]["b"]
+
+
+def test_a_tie_with_the_baseline_is_not_rejected_by_noise():
+    y, seen = planted(3000, seed=7)
+    base = seen(0.8)
+    tie = base + 0.05 * np.random.default_rng(8).normal(size=len(y))  # the same ranking, jittered
+    d = decide(GATE, y[:, None], ["t"], tie[:, None], base[:, None], None)
+    assert d["decision"] == "approved", d["reasons"]
+    assert d["comparisons"]["t"]["baseline"]["p_value_below_min_lift"] > GATE.significance
+    # Asking for a lift the candidate clearly lacks rejects it.
+    demanding = GateConfig(min_lift_over_baseline=0.05)
+    assert decide(demanding, y[:, None], ["t"], tie[:, None], base[:, None],
+                  None)["decision"] == "rejected"
