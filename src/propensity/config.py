@@ -161,6 +161,7 @@ class TrainingConfig(_Section):
     snapshot_pairs: int = Field(7, gt=0)
     min_pair_examples: int = Field(50, ge=1)  # a pair with fewer profiles is skipped
     min_pair_positives: int = Field(5, ge=0)  # a pair with fewer positives (any target) is skipped
+    one_pair_per_profile: bool = False  # each epoch trains on one random pair of each profile
     num_workers: int = Field(0, ge=0)
     # auto: bf16-mixed (else 16-mixed) on CUDA, 32-true on CPU
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"

@@ -18,13 +18,13 @@ Encodings (the feature spec recorded with every model):
 - log price: log1p(price), 0 when null;
 - hour: fractional hour of day (UTC) of the event; weekday: 0 = Monday;
 - context per profile, at the prediction time (end of the snapshot day, UTC): log1p(hours since
-  the last event), weekday one-hot of the prediction time, sin/cos of its day of the year.
+  the last event), weekday one-hot of the prediction time. (No day of the year: trained on a few
+  weeks, it is a date id, and every later day's scores fell tenfold; docs/score.md.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 
@@ -42,12 +42,10 @@ ENCODED_LIST_COLUMNS = ["ts", "event_type", "article", "brand", "category", "pri
 CONTEXT_FEATURES = [
     "log_hours_since_last",
     *[f"predict_weekday_{d}" for d in range(7)],
-    "predict_doy_sin",
-    "predict_doy_cos",
 ]
 # Bump when the model inputs change meaning or shape (2: per-event log age in the model; 3: the
-# event-type one-hot and decayed counts per type), so the registry refuses models encoded the
-# old way instead of scoring them wrongly.
+# event-type one-hot and counts per type; no day of the year), so the registry refuses models
+# encoded the old way instead of scoring them wrongly.
 FEATURE_SPEC_VERSION = 3
 _MS_PER_HOUR = 3_600_000
 _MS_PER_DAY = 86_400_000
@@ -130,9 +128,6 @@ def context_features(last_ts_ms: np.ndarray, as_of: dt.date) -> np.ndarray:
     out[:, 0] = np.log1p(hours)
     when = as_of + dt.timedelta(days=1)
     out[:, 1 + when.weekday()] = 1.0
-    angle = 2 * math.pi * (when.timetuple().tm_yday - 1) / 365.25
-    out[:, 8] = math.sin(angle)
-    out[:, 9] = math.cos(angle)
     return out
 
 

@@ -49,8 +49,8 @@ class BucketedBatches(Dataset):
 class BucketSampler(Sampler):
     """Yields arrays of rows, grouped by history length; reshuffled per epoch when training."""
 
-    def __init__(self, lengths, rows, batch_size, shuffle, seed, window):
-        self.lengths, self.rows = lengths, rows
+    def __init__(self, lengths, rows, batch_size, shuffle, seed, window, groups=None):
+        self.lengths, self.all_rows, self.groups = lengths, rows, groups
         self.batch_size, self.shuffle, self.seed, self.window = batch_size, shuffle, seed, window
         self.epoch = 0
 
@@ -58,16 +58,29 @@ class BucketSampler(Sampler):
         """Called by Lightning at the start of every epoch (also when resuming)."""
         self.epoch = epoch
 
+    @property
+    def rows(self) -> np.ndarray:
+        """This epoch's rows: all, or with `groups` one row per group, drawn by (seed, epoch)
+        (one snapshot pair per profile: the deep part cannot learn a profile from its 7 cuts
+        within one epoch)."""
+        if self.groups is None or not self.shuffle:
+            return self.all_rows
+        rng = np.random.default_rng([self.seed, self.epoch, 17])
+        order = rng.permutation(len(self.all_rows))
+        _, first = np.unique(self.groups[self.all_rows[order]], return_index=True)
+        return np.sort(self.all_rows[order[first]])
+
     def __iter__(self):
+        rows = self.rows
         parts = length_buckets(
-            self.lengths[self.rows],
+            self.lengths[rows],
             self.batch_size,
             shuffle=self.shuffle,
             seed=self.seed * 100_003 + self.epoch,
             window=self.window,
         )
         for part in parts:
-            yield self.rows[part]
+            yield rows[part]
 
     def __len__(self) -> int:
         n, span = len(self.rows), self.batch_size * self.window
@@ -76,11 +89,13 @@ class BucketSampler(Sampler):
         return sum(math.ceil(min(span, n - s) / self.batch_size) for s in range(0, n, span))
 
 
-def loader(encoded, labels, rows, cfg: Config, shuffle: bool, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader of length-bucketed (Batch, labels) pairs over `rows`; batches are built
-    lazily, one at a time, from the flat encoded arrays."""
+def loader(encoded, labels, rows, cfg: Config, shuffle: bool, pin_memory: bool = False,
+           groups: np.ndarray | None = None) -> DataLoader:
+    """A DataLoader of length-bucketed (Batch, labels) pairs over `rows` (training with
+    `groups`: one row per group an epoch); batches are built lazily from the flat arrays."""
     t = cfg.training
-    sampler = BucketSampler(encoded.lengths, rows, t.batch_size, shuffle, t.seed, t.bucket_window)
+    sampler = BucketSampler(encoded.lengths, rows, t.batch_size, shuffle, t.seed, t.bucket_window,
+                            groups)
     return DataLoader(
         BucketedBatches(encoded, labels),
         sampler=sampler,

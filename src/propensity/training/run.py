@@ -161,7 +161,9 @@ def fit(cfg: Config, examples: Examples, model, epochs: int, folder: str, callba
         callbacks=cbs,
     )
     pin = accelerator == "gpu"
-    train_dl = loader(examples.encoded, examples.labels, examples.train_rows, cfg, True, pin)
+    groups = examples.profile_index() if cfg.training.one_pair_per_profile else None
+    train_dl = loader(examples.encoded, examples.labels, examples.train_rows, cfg, True, pin,
+                      groups)
     val_dl = loader(examples.encoded, examples.labels, examples.val_rows, cfg, False, pin)
     last = os.path.join(folder, "last.ckpt")
     resume = last if os.path.exists(last) else None
