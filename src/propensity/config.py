@@ -196,6 +196,21 @@ class MonitoringConfig(_Section):
     auc_drop_threshold: float = Field(0.05, gt=0)  # realised vs validation AUC
     trend_days: int = Field(14, gt=0)
     null_share_threshold: float = Field(0.1, gt=0)  # absolute change of a field's null share
+    # A check fails only beyond the level its samples' noise reaches this rarely under no drift
+    # (and beyond its practical threshold): a small reference widens that level.
+    significance: float = Field(0.001, gt=0, lt=1)
+    score_bins: int = Field(10, ge=2)  # PSI bins, at the reference's score quantiles
+    type_ratio_threshold: float = Field(2.0, gt=1)  # factor of change of a type's share today
+    outage_ratio: float = Field(0.1, gt=0, lt=1)  # a type below this share of its usual: stopped
+    quarantine_share_threshold: float = Field(0.05, gt=0)  # quarantined / records read on D
+    unknown_type_share_threshold: float = Field(0.1, gt=0)  # unknown event types / valid records
+    # Factor of change of today's active profiles, events per profile and median price.
+    scale_ratio_threshold: float = Field(3.0, gt=1)
+    # Whether drifted histories inputs (KS, event-type mix, null shares of the histories) raise
+    # the drift alert. Off: they are reported as drifted for diagnosis, and alerts come from
+    # what matters downstream: the scores, today's events, data quality and realised quality
+    # (a young shop's histories grow longer every day without anything being wrong).
+    alert_on_input_drift: bool = False
     # Profiles sampled for the report's global attribution summary (explain); 0 = none.
     attribution_profiles: int = Field(0, ge=0)
 

@@ -84,8 +84,12 @@ def _report(cfg: Config, day: dt.date) -> dict | None:
 
 
 def _outcome(result: dict) -> tuple[int, str]:
-    """The exit code (12 quality, 11 drift, else 0) and a one-line account of a report."""
-    failed = [c["name"] for c in result["checks"] if c["passed"] is False]
+    """The exit code (12 quality, 11 data quality or drift, else 0) and a one-line account of a
+    report; a data-quality alert is named as such (broken input, not a drifting population)."""
+    failed = [c["name"] for c in result["checks"]
+              if c["passed"] is False and c.get("alerts", True)]
+    drifted = [c["name"] for c in result["checks"]
+               if c["passed"] is False and not c.get("alerts", True)]
     quality = result["quality"]
     if quality.get("status") == "ok":
         realised = " ".join(
@@ -97,9 +101,11 @@ def _outcome(result: dict) -> tuple[int, str]:
         realised = f"quality {quality.get('status')}: {quality.get('reason', '')}"
     detail = f"{len(result['checks'])} checks, {len(failed)} failed" + (
         f" ({', '.join(failed[:4])}{'...' if len(failed) > 4 else ''})" if failed else ""
-    )
+    ) + (f", {len(drifted)} inputs drifted without alert" if drifted else "")
     if result["quality_alert"]:
         return int(ExitCode.QUALITY_ALERT), f"QUALITY ALERT; {detail}; {realised}"
+    if result.get("data_quality_alert"):
+        return int(ExitCode.DRIFT_ALERT), f"DATA QUALITY ALERT; {detail}; {realised}"
     if result["drift_alert"]:
         return int(ExitCode.DRIFT_ALERT), f"DRIFT ALERT; {detail}; {realised}"
     return int(ExitCode.OK), f"{detail}; {realised}"
@@ -118,9 +124,11 @@ def report_outcome(cfg: Config, day: dt.date) -> tuple[int, str]:
 
 
 def retrain_requested(cfg: Config, day: dt.date) -> bool:
-    """Whether the monitoring report of `day` raised a drift or quality alert."""
+    """Whether the monitoring report of `day` raised a drift or quality alert, and no
+    data-quality alert: a model retrained on broken input would learn the fault."""
     result = _report(cfg, day)
-    return bool(result and (result["drift_alert"] or result["quality_alert"]))
+    return bool(result and (result["drift_alert"] or result["quality_alert"])
+                and not result.get("data_quality_alert"))
 
 
 def report_html(cfg: Config, day: dt.date) -> str:

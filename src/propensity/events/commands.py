@@ -10,7 +10,7 @@ import typer
 
 from propensity.cli_options import ConfigOption, SetOption, load, parse_date
 from propensity.errors import UsageError
-from propensity.events.generate import generate_stream
+from propensity.events.generate import Fault, generate_stream
 from propensity.ui import console, kv
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,17 @@ def generate(
         float,
         typer.Option("--bad-share", help="Share of malformed records to inject, in [0, 0.5)."),
     ] = 0.0,
+    faults: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            help="Plant a fault from a day on, KIND[:ARG]@YYYY-MM-DD (repeatable): "
+            "outage[:TYPE] (the type stops being tracked; default add_to_cart), cents[:FACTOR] "
+            "(prices x100), rename[:FIELD] (the field arrives renamed, so null; default price), "
+            "order_rate[:FACTOR] (behaviour shift; default 0.25). See docs/generate.md.",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOption = None,
     sets: SetOption = None,
 ) -> None:
@@ -60,6 +71,10 @@ def generate(
     """
 
     cfg = load(config, sets)
+    try:
+        planted = [Fault.parse(f) for f in faults or []]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     # The planted model knows order probabilities only: truth for targets that are orders.
     horizons = {
         f"p_{t.name}": t.horizon_days for t in cfg.targets if list(t.event_types) == ["order"]
@@ -78,6 +93,7 @@ def generate(
             bad_share=bad_share,
             fields=cfg.events.fields,
             horizons=horizons,
+            faults=planted,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None

@@ -8,6 +8,12 @@ per chunk, then the day's `_SUCCESS`; then the day's ground truth under `_truth/
 model's probabilities, and beside them those of the observable oracle (`oracle`), the best a
 profile's history can support.
 
+Faults (`Fault`, `--fault KIND@YYYY-MM-DD`) plant a known problem from a chosen day on, so that
+the monitor can be tested against known truth: a tracking outage (one event type stops being
+recorded), a schema/tracking bug (prices in cents; a field renamed, so it arrives as null), or a
+behaviour shift (the order rate changes). Nothing before a fault's day changes: tracking faults
+touch only the rendering of that day's records, the behaviour shift only that day's order clock.
+
 Only the per-profile state (a few bytes per profile, plus the oracle's posterior) lives across
 days; events exist one chunk at a time. Every random draw comes from a generator seeded by
 (seed, day, chunk), so a run is byte-for-byte reproducible; the oracle draws nothing.
@@ -15,6 +21,7 @@ days; events exist one chunk at a time. Every random draw comes from a generator
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import gzip
 import logging
@@ -51,6 +58,87 @@ GZIP_LEVEL = 1  # fast: the stream is written once and read a few times
 TRUTH = "_truth"
 FORMATS = ("jsonl", "parquet")
 DAY_MS = 86_400_000
+
+
+# Fault kinds and their default argument: the event type that stops, the factor of prices,
+# the field renamed, the factor of the order rate.
+FAULT_KINDS = {"outage": "add_to_cart", "cents": "100", "rename": "price", "order_rate": "0.25"}
+RENAMED_SUFFIX = "_v2"  # what a renamed field is called in the records
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A problem planted from `day` on: `kind` (a key of FAULT_KINDS) with its argument."""
+
+    kind: str
+    day: dt.date
+    arg: str
+
+    @staticmethod
+    def parse(text: str) -> Fault:
+        """`KIND[:ARG]@YYYY-MM-DD`, e.g. `outage:order@2026-01-20`, `cents@2026-01-20`."""
+        head, sep, day = text.partition("@")
+        kind, _, arg = head.partition(":")
+        if not sep or kind not in FAULT_KINDS:
+            raise ValueError(f"--fault must be KIND[:ARG]@YYYY-MM-DD with KIND one of "
+                             f"{', '.join(FAULT_KINDS)}, not {text!r}")
+        try:
+            when = dt.date.fromisoformat(day)
+        except ValueError:
+            raise ValueError(f"--fault {text!r}: {day!r} is not a date YYYY-MM-DD") from None
+        fault = Fault(kind, when, arg or FAULT_KINDS[kind])
+        fault.check()
+        return fault
+
+    def check(self) -> None:
+        if self.kind == "outage" and self.arg not in CODE:
+            raise ValueError(f"--fault outage: unknown event type {self.arg!r}")
+        if self.kind == "rename" and self.arg not in ("article_id", "brand", "category", "price"):
+            raise ValueError(f"--fault rename: {self.arg!r} is not an optional field "
+                             "(article_id, brand, category, price)")
+        if self.kind in ("cents", "order_rate"):
+            try:
+                if float(self.arg) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"--fault {self.kind}: {self.arg!r} is not a positive factor") \
+                    from None
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "day": self.day.isoformat(), "arg": self.arg}
+
+
+def active(faults: list[Fault], kind: str, day: dt.date) -> list[Fault]:
+    """The faults of `kind` in force on `day`."""
+    return [f for f in faults if f.kind == kind and f.day <= day]
+
+
+def order_factor(faults: list[Fault], day: dt.date) -> float:
+    """The factor on every profile's order rate on `day` (1 without a behaviour shift)."""
+    return float(np.prod([float(f.arg) for f in active(faults, "order_rate", day)]))
+
+
+def day_renderer(base: Renderer, world: World, fields: EventFields, faults: list[Fault],
+                 day: dt.date, cache: dict) -> Renderer:
+    """The renderer of `day`: `base`, or one with the day's tracking faults (cents, renames)."""
+    key = tuple(f for f in faults if f.kind in ("cents", "rename") and f.day <= day)
+    if not key:
+        return base
+    if key not in cache:
+        catalogue = copy.copy(world.catalogue)
+        for f in key:
+            if f.kind == "cents":
+                catalogue.price = np.round(catalogue.price * float(f.arg), 2)
+        renames = {f.arg: getattr(fields, f.arg) + RENAMED_SUFFIX for f in key
+                   if f.kind == "rename"}
+        cache[key] = Renderer(catalogue, world.profile_ids, fields.model_copy(update=renames))
+    return cache[key]
+
+
+def drop_outages(rows: Events, faults: list[Fault], day: dt.date) -> Events:
+    """The records tracking still delivers on `day`: none of a type whose tracking stopped."""
+    stopped = [CODE[f.arg] for f in active(faults, "outage", day)]
+    return rows.take(np.flatnonzero(~np.isin(rows.etype, stopped))) if stopped else rows
 
 
 @dataclass
@@ -92,13 +180,15 @@ def generate_stream(
     fields: EventFields | None = None,
     horizons: dict[str, int] | None = None,
     observable: bool = True,
+    faults: list[Fault] | None = None,
 ) -> Summary:
     """Write `days` daily partitions of events under `out`, and the truth under `out/_truth`.
 
     `horizons` maps truth column names to order horizons in days (default `{"p_order_7d": 7}`);
     with `observable`, each gets a column `<name>_observable` from the observable oracle (the
-    events are the same bytes either way). Raises ValueError on bad arguments (the message names
-    the option).
+    events are the same bytes either way). `faults` plant problems from their day on (the
+    stream before the earliest fault's day is unchanged). Raises ValueError on bad arguments
+    (the message names the option).
     """
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -107,11 +197,16 @@ def generate_stream(
     if not 0.0 <= bad_share < 0.5:
         raise ValueError(f"--bad-share must be in [0, 0.5), not {bad_share}")
     start = storage.as_date(start)
+    faults = list(faults or [])
+    for f in faults:
+        f.check()
+    fields = fields or EventFields()
+    renderers: dict = {}
     horizons = horizons if horizons is not None else {"p_order_7d": 7}
     world = World(seed, profiles, days)
     ahead = sorted({7, *horizons.values()})  # 7: the summary's AUC
     oracle = ObservableOracle(profiles, arrival_prior(days), ahead) if observable else None
-    renderer = Renderer(world.catalogue, world.profile_ids, fields or EventFields())
+    renderer = Renderer(world.catalogue, world.profile_ids, fields)
     storage.delete(storage.join(out, TRUTH, "generator.json"))  # written again only on success
 
     n_chunks = -(-profiles // CHUNK_PROFILES)
@@ -131,11 +226,13 @@ def generate_stream(
             truth_idx, truth_p, oracle_p, observable_p = [], defaultdict(list), [], []
             if oracle:
                 oracle.begin_day(d, day.weekday())
+            today = day_renderer(renderer, world, fields, faults, day, renderers)
+            world.order_factor = order_factor(faults, day)
             for c in range(n_chunks):
                 rng = np.random.default_rng([seed, d, c])
                 lo, hi = c * CHUNK_PROFILES, min(profiles, (c + 1) * CHUNK_PROFILES)
                 ev, state, ordered = world.simulate(rng, d, day, lo, hi, cum, c)
-                rows = deliver(rng, ev, d, c, pending, summary)
+                rows = drop_outages(deliver(rng, ev, d, c, pending, summary), faults, day)
                 # Malformed records draw from their own generator, so the valid stream is the
                 # same whatever --bad-share is.
                 part_rng = np.random.default_rng([seed, d, c, 1])
@@ -149,7 +246,7 @@ def generate_stream(
                 writes.settle(limit=WRITERS - 1)  # bounded memory: few parts in flight
                 writes.add(
                     part_uri,
-                    writer.submit(write_part, uri, part_rng, renderer, rows, kinds, fmt, day),
+                    writer.submit(write_part, uri, part_rng, today, rows, kinds, fmt, day),
                 )
                 records += len(rows)
                 bad += len(kinds)
@@ -159,10 +256,11 @@ def generate_stream(
                 # Truth at the end of the day, for every profile seen so far (by event time).
                 seen = np.flatnonzero(world.has_event[lo:hi])
                 truth_idx.append(seen + lo)
+                # Truth under a behaviour shift assumes the shift of today lasts the horizon.
                 args = (
                     state[seen],
                     ordered[seen],
-                    world.affinity[seen + lo],
+                    world.affinity[seen + lo] * world.order_factor,
                     (day.weekday() + 1) % 7,
                 )
                 p7 = bm.order_probability(*args, 7)
@@ -208,6 +306,7 @@ def generate_stream(
             "profiles": profiles,
             "format": fmt,
             "bad_share": bad_share,
+            "faults": [f.describe() for f in faults],
             "field_names": renderer.names,
             "truth_columns": horizons,
             "observable_oracle": (
@@ -283,6 +382,7 @@ class World:
         self.state = np.full(profiles, -1, np.int8)  # -1: not arrived yet
         self.has_event = np.zeros(profiles, bool)
         self.observed: Observed | None = None  # what histories show of the last simulated chunk
+        self.order_factor = 1.0  # on every order rate today (a planted behaviour shift)
         self.orders = np.zeros((8, profiles), bool)  # ring of the last 8 days' orders
         self.catalogue = Catalogue(rng, profiles, days)
         width = max(7, len(str(profiles - 1)))
@@ -302,7 +402,9 @@ class World:
         present = state >= 0
         s = np.where(present, state, 0)
         weekday = day.weekday()
-        q = 1.0 - np.exp(-self.affinity[lo:hi] * bm.ORDER_RATE[s] * bm.WEEKDAY[weekday])
+        q = 1.0 - np.exp(
+            -self.affinity[lo:hi] * self.order_factor * bm.ORDER_RATE[s] * bm.WEEKDAY[weekday]
+        )
         ordered = present & (rng.random(n) < q)
         rate = self.activity[lo:hi] * bm.SESSION_RATE[s] * bm.WEEKDAY[weekday]
         sessions = np.where(present, rng.poisson(rate), 0)

@@ -9,6 +9,17 @@ off the merged histogram, shares are recomputed from merged counts.
 Numeric histograms put values below the first edge into the first bin and values above the last
 edge into the last bin, so no value is lost; `min`/`max` keep the true extremes.
 
+Scores are counted on 1000 fine equal-width bins: the monitor regroups them at the reference's
+own quantiles (`quantile_groups`, `regroup`), so its checks have bins that hold data wherever the
+scores lie, while the summaries stay mergeable. The fine grid contains the 20-bin grid of schema 1,
+so a schema-1 reference is still compared, on its coarse bins (`common_grid`).
+
+`day_events` describes the events of day D itself (timestamps within D) inside the histories:
+what tracking delivered that day (types, prices, nulls, active profiles), where a one-day fault
+shows at full strength instead of diluted by months of history. A merge of several days keeps
+each day's own summary under `by_day`, so the monitor can compare a day with the reference's
+days of the same weekday (the model sees the weekday; a mix of weekdays is not its reference).
+
 All work is vectorised over Arrow buffers: no Python loop over rows or events.
 """
 
@@ -24,8 +35,8 @@ import pyarrow.compute as pc
 from propensity.config import Config
 from propensity.model.batches import prediction_time_ms
 
-SCHEMA_VERSION = 1
-SCORE_BINS = 20  # equal-width bins of predicted probabilities on [0, 1]
+SCHEMA_VERSION = 2  # 1: 20 score bins, no day_events / by_day (still read by the monitor)
+SCORE_BINS = 1000  # fine equal-width bins of predicted probabilities on [0, 1]
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 NULLABLE_FIELDS = ("article", "brand", "category", "price")
 _MS_PER_DAY = 86_400_000.0
@@ -52,6 +63,48 @@ def numeric_edges(cfg: Config) -> dict[str, list[float]]:
 
 def score_edges() -> list[float]:
     return [round(i / SCORE_BINS, 10) for i in range(SCORE_BINS + 1)]
+
+
+def score_histogram(values: np.ndarray) -> dict[str, Any]:
+    """Scores on the fixed fine score bins, as a summary holds them."""
+    return _finish_histogram(_histogram(values, score_edges()))
+
+
+def common_grid(a: list[float], b: list[float]) -> list[float] | None:
+    """The finer of two bin grids when it contains the other's edges (so both regroup onto the
+    coarser one exactly): the coarser grid, or None when neither contains the other."""
+    coarse, fine = (a, b) if len(a) <= len(b) else (b, a)
+    fine_set = {round(x, 9) for x in fine}
+    return list(coarse) if all(round(x, 9) in fine_set for x in coarse) else None
+
+
+def regroup(hist: dict[str, Any], edges: list[float]) -> np.ndarray:
+    """Counts of `hist` on `edges`, a subset of its own edges (bins merged, nothing split)."""
+    own = np.round(np.asarray(hist["edges"], dtype=np.float64), 9)
+    at = np.searchsorted(own, np.round(np.asarray(edges, dtype=np.float64), 9))
+    cum = np.concatenate([[0], np.cumsum(hist["counts"])])
+    counts = np.diff(cum[at])
+    counts[0] += cum[at[0]]  # below the first kept edge: into the first bin, as summaries do
+    counts[-1] += cum[-1] - cum[at[-1]]
+    return counts
+
+
+def quantile_groups(hist: dict[str, Any], groups: int = 10) -> list[float]:
+    """Edges (a subset of `hist`'s own) that split its mass into about `groups` equal parts:
+    the fine bin edges nearest the reference's quantiles. Edges that would make an empty group
+    are dropped, so every group holds data; the outer edges are kept."""
+    edges = list(hist["edges"])
+    cum = np.cumsum(hist["counts"], dtype=np.float64)
+    n = cum[-1] if len(cum) else 0
+    if n == 0:
+        return [edges[0], edges[-1]]
+    inner = []
+    for k in range(1, groups):
+        # The edge after the first bin whose cumulative count reaches k/groups of the mass.
+        i = int(np.searchsorted(cum, k * n / groups, side="left")) + 1
+        if i < len(edges) - 1 and (not inner or i > inner[-1]) and cum[i - 1] < n:
+            inner.append(i)
+    return [edges[0], *(edges[i] for i in inner), edges[-1]]
 
 
 def _histogram(values: np.ndarray, edges: list[float]) -> dict[str, Any]:
@@ -167,6 +220,8 @@ def summarize(
             else:
                 null_counts[name] = events
 
+    day = _day_events(histories, end_ms, edges["price"]) if rows else _empty_day(edges["price"])
+
     score_hists = {}
     for target, values in scores.items():
         values = np.asarray(values)
@@ -183,8 +238,46 @@ def summarize(
         "event_types": {"counts": type_counts, "unexpected": unexpected},
         "null_counts": null_counts,
         "scores": score_hists,
+        "day_events": day,
     }
     return _finish(summary)
+
+
+def _empty_day(price_edges: list[float]) -> dict[str, Any]:
+    return {"events": 0, "profiles": 0, "type_counts": {},
+            "null_counts": dict.fromkeys(NULLABLE_FIELDS, 0),
+            "price": _histogram(np.zeros(0), price_edges)}
+
+
+def _day_events(histories: pa.Table, end_ms: int, price_edges: list[float]) -> dict[str, Any]:
+    """What the histories hold of day D's own events (timestamp within the day before `end_ms`):
+    counts per raw type, active profiles, null counts per field and the price histogram."""
+    ts = _ms(_flat(histories, "ts"))
+    today = (ts >= end_ms - _MS_PER_DAY) & (ts < end_ms)
+    mask = pa.array(today)
+    types = pc.filter(_flat(histories, "event_type").combine_chunks(), mask)
+    vc = pc.value_counts(types)
+    # The row of each flattened event (rows of one chunk after those of the chunks before it).
+    parents = pc.list_parent_indices(histories.column("ts").combine_chunks())
+    parents = parents.to_numpy(zero_copy_only=False)
+    out = {
+        "events": int(today.sum()),
+        "profiles": len(np.unique(parents[today])) if today.any() else 0,
+        # Raw names (null as "null"): an unexpected value is visible here, not folded into other.
+        "type_counts": {("null" if v is None else v): int(c) for v, c in
+                        zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())},
+        "null_counts": {},
+    }
+    for name in NULLABLE_FIELDS:
+        if name in histories.column_names:
+            out["null_counts"][name] = pc.filter(_flat(histories, name).combine_chunks(),
+                                                 mask).null_count
+        else:
+            out["null_counts"][name] = out["events"]
+    prices = pc.filter(_flat(histories, "price").combine_chunks(), mask).drop_null()
+    out["price"] = _histogram(np.asarray(prices.to_numpy(zero_copy_only=False), np.float64),
+                              price_edges)
+    return out
 
 
 def _finish(summary: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +295,40 @@ def _finish(summary: dict[str, Any]) -> dict[str, Any]:
     summary["null_shares"] = {
         k: (v / events if events else 0.0) for k, v in summary["null_counts"].items()
     }
+    day = summary.get("day_events")
+    if day is not None:
+        _finish_histogram(day["price"])
+        n = day["events"]
+        day["type_shares"] = {k: (v / n if n else 0.0) for k, v in day["type_counts"].items()}
+        day["null_shares"] = {k: (v / n if n else 0.0) for k, v in day["null_counts"].items()}
+        day["active_share"] = day["profiles"] / summary["rows"] if summary["rows"] else 0.0
+        day["events_per_profile"] = n / day["profiles"] if day["profiles"] else 0.0
     return summary
+
+
+def _merge_days(days: list[dict[str, Any]]) -> dict[str, Any]:
+    """The day_events of several batches of the same day(s): counts add up."""
+    types: dict[str, int] = {}
+    for d in days:
+        for k, v in d["type_counts"].items():
+            types[k] = types.get(k, 0) + v
+    return {
+        "events": sum(d["events"] for d in days),
+        "profiles": sum(d["profiles"] for d in days),  # a profile lives in one row: no overlap
+        "type_counts": dict(sorted(types.items())),
+        "null_counts": {k: sum(d["null_counts"][k] for d in days) for k in days[0]["null_counts"]},
+        "price": _merge_histograms("day price", [d["price"] for d in days]),
+    }
+
+
+def _strip(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary without its per-day parts (what `by_day` holds of each day)."""
+    return {k: v for k, v in summary.items() if k not in ("by_day", "as_of_range", "covers")}
+
+
+def _day_parts(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The one-day summaries a summary is made of (itself, when it is of one day)."""
+    return list(summary["by_day"].values()) if summary.get("by_day") else [_strip(summary)]
 
 
 def _merge_histograms(name: str, hists: list[dict[str, Any]]) -> dict[str, Any]:
@@ -234,7 +360,8 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             raise ValueError("cannot merge summaries with different statistics or targets")
         if set(s["event_types"]["counts"]) != set(first["event_types"]["counts"]):
             raise ValueError("cannot merge summaries with different event-type vocabularies")
-    days = sorted({s["as_of"] for s in summaries})
+    days = sorted({s["as_of"] for s in summaries} | {
+        d for s in summaries for d in (s.get("by_day") or {})})
     merged = {
         "schema_version": SCHEMA_VERSION,
         "as_of": days[-1],
@@ -256,7 +383,13 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         "scores": {
             k: _merge_histograms(k, [s["scores"][k] for s in summaries]) for k in first["scores"]
         },
+        "day_events": _merge_days([s["day_events"] for s in summaries]),
     }
     if len(days) > 1:
         merged["as_of_range"] = [days[0], days[-1]]
+        parts: dict[str, list[dict[str, Any]]] = {}
+        for s in summaries:
+            for part in _day_parts(s):
+                parts.setdefault(part["as_of"], []).append(part)
+        merged["by_day"] = {d: merge(p) for d, p in sorted(parts.items())}
     return _finish(merged)

@@ -1,8 +1,15 @@
-"""The monitor job: input/score drift of predictions(D) and realised quality of D-H.
+"""The monitor job: data quality and drift of predictions(D), realised quality of D-H.
 
-Reads predictions(D)'s manifest, the model version's reference statistics and, for D-H, the
-matured labels; writes reports/dt=D/monitoring.json (machines), report.html (people), then
-_SUCCESS. `propensity monitor` and the daily cycle call `run_monitor`.
+Reads predictions(D)'s manifest, the model version's reference statistics, the aggregation's run
+summary of D and, for D-H, the matured labels; writes reports/dt=D/monitoring.json (machines),
+report.html (people), then _SUCCESS. `propensity monitor` and the daily cycle call `run_monitor`.
+
+The reference is the validation rows of every snapshot pair of the version's training, one
+summary per day (`by_day`). Drift is checked against the reference's days of D's weekday (the
+model sees the weekday, so a mix of weekdays is not what a day should look like), or against the
+whole reference where it has no such day; data quality against the whole reference. A failed
+check raises its alert unless it is a histories input check and `alert_on_input_drift` is off
+(then it is reported as drifted, `alerts: false`, for diagnosis).
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from propensity.attribution.render import summary_html
 from propensity.attribution.summary import global_summary
 from propensity.config import Config
 from propensity.errors import ExitCode, PropensityError
-from propensity.monitoring import drift, quality, report
+from propensity.model import stats
+from propensity.monitoring import data_quality, drift, quality, report
 from propensity.registry import store
 from propensity.ui import kv
 
@@ -32,6 +40,33 @@ class DriftAlert(PropensityError):
 
 class QualityAlert(PropensityError):
     exit_code = ExitCode.QUALITY_ALERT
+
+
+class DataQualityAlert(PropensityError):
+    """Broken input on D: named apart from drift, under drift's exit code (11)."""
+
+    exit_code = ExitCode.DRIFT_ALERT
+
+
+def comparison_reference(reference: dict, day: dt.date) -> tuple[dict, dict[str, Any]]:
+    """The part of the reference that D's drift is checked against, and what it is: the
+    reference's days of D's weekday where it has them, else the whole reference."""
+    by_day = reference.get("by_day") or {}
+    same = [s for d, s in by_day.items() if dt.date.fromisoformat(d).weekday() == day.weekday()]
+    covers = reference.get("covers") or sorted(by_day) or [reference.get("as_of")]
+    about = {
+        "schema_version": reference.get("schema_version"),
+        "covers": covers,
+        "rows": reference.get("rows", 0),
+        "rows_by_day": {d: s["rows"] for d, s in by_day.items()},
+    }
+    if same:
+        part = stats.merge(same) if len(same) > 1 else same[0]
+        return part, {**about, "drift_against": sorted(s["as_of"] for s in same),
+                      "drift_rows": part["rows"], "drift_basis": "same weekday"}
+    basis = "whole reference" + (" (no day of this weekday)" if by_day else "")
+    return reference, {**about, "drift_against": covers, "drift_rows": reference.get("rows", 0),
+                       "drift_basis": basis}
 
 
 def _trend(cfg: Config, day: dt.date, today: dict) -> list[dict]:
@@ -51,19 +86,28 @@ def run_monitor(cfg: Config, day: dt.date) -> dict[str, Any]:
     version = manifest["model"]["version"]
     reference = store.read_reference(cfg, version)
     current = manifest["stats"]
-    checks = drift.checks(current, reference, cfg)
-    realised = quality.evaluate(cfg, day)
+    against, about = comparison_reference(reference, day)
     m = cfg.monitoring
+    checks = (data_quality.checks(cfg, day, current, reference)
+              + drift.checks(current, against, cfg)
+              + drift.day_type_checks(current, reference, cfg))
+    realised = quality.evaluate(cfg, day)
+    for c in checks:
+        c["alerts"] = c["group"] != "inputs" or m.alert_on_input_drift
+    failed = [c for c in checks if c["passed"] is False and c["alerts"]]
     result = {
         "date": day.isoformat(),
         "model_version": version,
         "rows": manifest["rows"],
         "reference_as_of": reference.get("as_of"),
+        "reference": about,
         "thresholds": {"psi": m.psi_threshold, "js": m.js_threshold, "ks": m.ks_threshold,
-                       "null_share": m.null_share_threshold, "auc_drop": m.auc_drop_threshold},
+                       "null_share": m.null_share_threshold, "auc_drop": m.auc_drop_threshold,
+                       "significance": m.significance},
         "checks": checks,
         "quality": realised,
-        "drift_alert": any(c["passed"] is False for c in checks),
+        "data_quality_alert": any(c["group"] == data_quality.GROUP for c in failed),
+        "drift_alert": any(c["group"] != data_quality.GROUP for c in failed),
         "quality_alert": any(
             r["passed"] is False for r in realised.get("targets", {}).values()
         ),
@@ -76,11 +120,10 @@ def run_monitor(cfg: Config, day: dt.date) -> dict[str, Any]:
         attribution_html = summary_html(attribution)
     out = storage.partition(cfg.uri("reports"), day)
     storage.delete(storage.join(out, storage.MARKER))  # a rerun: incomplete until rewritten
-    page = report.render(result, current, reference, _trend(cfg, day, result), attribution_html)
+    page = report.render(result, current, against, _trend(cfg, day, result), attribution_html)
     storage.write_json(storage.join(out, RESULT), result)
     storage.write_bytes(storage.join(out, HTML), page.encode())
     storage.mark_complete(out)
-    failed = [c["name"] for c in checks if c["passed"] is False]
     log.info("monitoring written %s", kv(partition=out, checks=len(checks), failed=len(failed),
                                           quality=realised["status"]))
     return result

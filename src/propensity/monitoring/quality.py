@@ -2,9 +2,12 @@
 
 Labels come from the label function training uses (`model.labels`, the same definition the
 model was trained on), applied to histories(D) in record batches so that only the
-predictions of D-H (ids and scores) are held in memory. Metrics: AUROC, average precision and a
-10-bin calibration table (mean predicted vs observed rate, expected calibration error), each
-next to the model version's validation figures from its model.json.
+predictions of D-H (ids and scores) are held in memory. Metrics come from `model.metrics`, the
+definitions training records in model.json: AUROC (with its standard error), average precision,
+log loss and a calibration table on bins at the reference's score quantiles (the validation
+scores' own quantiles: the bins of the version's validation figure), each next to the model
+version's validation figures. The AUROC drop alerts when it exceeds `auc_drop_threshold` and
+also the level that the noise of the two AUROCs reaches at `monitoring.significance`.
 """
 
 from __future__ import annotations
@@ -15,74 +18,19 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from scipy.stats import norm
 
 from propensity import storage
 from propensity.config import Config
+from propensity.model import metrics, stats
 from propensity.model.labels import labels
 from propensity.registry import store
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_BINS = 10
+MIN_CALIBRATION_BINS = 3  # fewer non-empty reference bins: calibrate on the scores' quantiles
 LABEL_READ_ROWS = 262_144  # histories(D) rows per record batch when deriving labels
-
-
-def auroc(y: np.ndarray, p: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann-Whitney, ties counted half); None with one class only."""
-    y = np.asarray(y).astype(bool)
-    pos, neg = int(y.sum()), int((~y).sum())
-    if not pos or not neg:
-        return None
-    order = np.argsort(p, kind="mergesort")
-    sorted_p = np.asarray(p)[order]
-    # Average ranks of tied scores.
-    _, first, counts = np.unique(sorted_p, return_index=True, return_counts=True)
-    avg_rank = first + (counts + 1) / 2.0
-    ranks = np.empty(len(p), dtype=np.float64)
-    ranks[order] = np.repeat(avg_rank, counts)
-    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
-def average_precision(y: np.ndarray, p: np.ndarray) -> float | None:
-    """Average precision: precision at each distinct threshold weighted by the recall gained."""
-    y = np.asarray(y).astype(bool)
-    pos = int(y.sum())
-    if not pos:
-        return None
-    order = np.argsort(-np.asarray(p), kind="mergesort")
-    ys, ps = y[order], np.asarray(p)[order]
-    tp = np.cumsum(ys)
-    last = np.r_[ps[1:] != ps[:-1], True]  # the last row of each group of tied scores
-    tp, seen = tp[last], (np.arange(len(ys)) + 1)[last]
-    precision = tp / seen
-    recall_gain = np.diff(np.r_[0, tp]) / pos
-    return float(np.sum(precision * recall_gain))
-
-
-def calibration(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
-    """Mean predicted vs observed rate on 10 equal-width bins; expected calibration error."""
-    y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    idx = np.clip((p * CALIBRATION_BINS).astype(int), 0, CALIBRATION_BINS - 1)
-    count = np.bincount(idx, minlength=CALIBRATION_BINS)
-    sum_p = np.bincount(idx, weights=p, minlength=CALIBRATION_BINS)
-    sum_y = np.bincount(idx, weights=y, minlength=CALIBRATION_BINS)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_p, rate = sum_p / count, sum_y / count
-    ece = float(np.sum(count * np.abs(np.nan_to_num(mean_p - rate))) / max(len(p), 1))
-    return {
-        "bins": [
-            {"low": i / CALIBRATION_BINS, "high": (i + 1) / CALIBRATION_BINS,
-             "count": int(count[i]),
-             "mean_predicted": None if not count[i] else float(mean_p[i]),
-             "observed_rate": None if not count[i] else float(rate[i])}
-            for i in range(CALIBRATION_BINS)
-        ],
-        "ece": ece,
-        "mean_predicted": float(p.mean()) if len(p) else None,
-        "observed_rate": float(y.mean()) if len(y) else None,
-    }
 
 
 def matured_labels(cfg: Config, ids: pa.Table, then: dt.date, now: dt.date) -> np.ndarray:
@@ -115,29 +63,65 @@ def evaluate(cfg: Config, day: dt.date) -> dict[str, Any]:
     targets = [t for t in cfg.target_names if t in manifest["stats"]["scores"]]
     table = storage.read_parquet(predictions, columns=["profile_id", *targets])
     y = matured_labels(cfg, table.select(["profile_id"]), then, day)
-    m = cfg.monitoring
-    per_target = {}
-    for target in targets:
-        j = cfg.target_names.index(target)
-        p = table.column(target).to_numpy().astype(np.float64)
-        labels_j = y[:, j]
-        auc, ap = auroc(labels_j, p), average_precision(labels_j, p)
-        val = validation.get(target, {})
-        val_auc = val.get("auroc")
-        drop = None if auc is None or val_auc is None else val_auc - auc
-        per_target[target] = {
-            "rows": len(p),
-            "positives": int(labels_j.sum()),
-            "auroc": auc,
-            "average_precision": ap,
-            "validation_auroc": val_auc,
-            "validation_average_precision": val.get("average_precision"),
-            "validation_baseline_auroc": baseline.get(target, {}).get("auroc"),
-            "auc_drop": drop,
-            "threshold": m.auc_drop_threshold,
-            "passed": None if drop is None else bool(drop <= m.auc_drop_threshold),
-            "calibration": calibration(labels_j, p),
-        }
+    reference_scores = store.read_reference(cfg, version).get("scores", {})
+    per_target = {t: _target(cfg, table.column(t).to_numpy().astype(np.float64),
+                             y[:, cfg.target_names.index(t)], validation.get(t, {}),
+                             baseline.get(t, {}), reference_scores.get(t))
+                  for t in targets}
     log.info("quality %s", kv(predictions=then, model=version,
                               **{t: r["auroc"] for t, r in per_target.items()}))
     return {**result, "status": "ok", "model_version": version, "targets": per_target}
+
+
+def _target(cfg: Config, p: np.ndarray, y: np.ndarray, val: dict, baseline: dict,
+            reference: dict | None) -> dict[str, Any]:
+    """Realised figures of one target beside the validation ones, and the AUROC-drop check."""
+    m = cfg.monitoring
+    auc = metrics.auroc(y, p)
+    positives = int(y.sum())
+    se = metrics.auroc_se(auc, positives, len(y) - positives)
+    val_auc = _finite(val.get("auroc"))
+    val_se = metrics.auroc_se(val_auc, int(val.get("positives", 0)),
+                              int(val.get("examples", 0)) - int(val.get("positives", 0)))
+    drop = None if auc is None or val_auc is None else val_auc - auc
+    noise = None
+    if se is not None:
+        # One-sided: only a drop alerts. Without the validation counts, its noise is left out.
+        noise = float(norm.isf(m.significance) * np.hypot(se, val_se or 0.0))
+    threshold = m.auc_drop_threshold if noise is None else max(m.auc_drop_threshold, noise)
+    edges = (stats.quantile_groups(reference, metrics.CALIBRATION_BINS)
+             if reference and sum(reference["counts"]) and len(reference["edges"]) > 21
+             else None)  # a schema-1 reference (20 coarse bins): the scores' own quantiles
+    calibration = metrics.calibration(y, p, edges)
+    bins_from = "reference quantiles" if edges else "own quantiles (no fine reference)"
+    if edges and sum(b["count"] > 0 for b in calibration["bins"]) < MIN_CALIBRATION_BINS:
+        # The scores left the reference's range (e.g. a skewed model): the reference's bins
+        # would show one or two points; the scores' own quantiles show the curve.
+        calibration = metrics.calibration(y, p)
+        bins_from = "own quantiles (the scores left the reference's range)"
+    calibration["bins_from"] = bins_from
+    return {
+        "rows": len(p),
+        "positives": positives,
+        "auroc": auc,
+        "auroc_se": se,
+        "average_precision": metrics.average_precision(y, p),
+        "log_loss": metrics.log_loss(y, p),
+        "validation_auroc": val_auc,
+        "validation_auroc_se": val_se,
+        "validation_average_precision": _finite(val.get("average_precision")),
+        "validation_calibration_error": _finite(val.get("calibration_error")),
+        "validation_positives": val.get("positives"),
+        "validation_examples": val.get("examples"),
+        "validation_baseline_auroc": _finite(baseline.get("auroc")),
+        "auc_drop": drop,
+        "practical_threshold": m.auc_drop_threshold,
+        "noise_threshold": noise,
+        "threshold": threshold,
+        "passed": None if drop is None else bool(drop <= threshold),
+        "calibration": calibration,
+    }
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and np.isfinite(x) else None

@@ -47,36 +47,6 @@ def predict(
     return out
 
 
-def metrics(scores: np.ndarray, y: np.ndarray, targets: list[str]) -> dict[str, dict]:
-    """Per target: AUROC, average precision, log loss, expected calibration error (15 bins),
-    positives and count. AUROC and average precision are NaN when only one class is present."""
-    from torchmetrics.functional.classification import (
-        binary_auroc,
-        binary_average_precision,
-        binary_calibration_error,
-    )
-
-    out = {}
-    for j, name in enumerate(targets):
-        p = torch.from_numpy(np.ascontiguousarray(scores[:, j], dtype=np.float32))
-        t = torch.from_numpy(np.ascontiguousarray(y[:, j])).long()
-        both = 0 < int(t.sum()) < len(t)
-        some = len(t) > 0
-        pc = p.double().clamp(1e-7, 1 - 1e-7)
-        log_loss = -(t * pc.log() + (1 - t) * (1 - pc).log()).mean()
-        out[name] = {
-            "auroc": float(binary_auroc(p, t)) if both else math.nan,
-            "average_precision": float(binary_average_precision(p, t)) if both else math.nan,
-            "log_loss": float(log_loss) if some else math.nan,
-            "calibration_error": (
-                float(binary_calibration_error(p, t, n_bins=15)) if some else math.nan
-            ),
-            "positives": int(t.sum()),
-            "examples": int(len(t)),
-        }
-    return out
-
-
 def paired_auc_test(y: np.ndarray, a: np.ndarray, b: np.ndarray, level: float = 0.05) -> dict:
     """DeLong's test of AUROC(a) - AUROC(b) on the same labelled rows (DeLong et al. 1988, in
     the O(n log n) form of Sun & Xu 2014). Written here because neither scipy nor scikit-learn

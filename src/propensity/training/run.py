@@ -27,13 +27,14 @@ from propensity import __version__, storage
 from propensity.config import Config
 from propensity.errors import BadInput, UsageError
 from propensity.model.batches import encode, length_buckets
+from propensity.model.metrics import metrics
 from propensity.model.network import PropensityModel
 from propensity.model import stats
 from propensity.model.stats import summarize
 from propensity.registry import store
 from propensity.training import baseline
 from propensity.training.examples import Examples, load_examples
-from propensity.training.gate import GateRejected, decide, metrics, predict
+from propensity.training.gate import GateRejected, decide, predict
 from propensity.ui import console, kv
 
 log = logging.getLogger(__name__)
