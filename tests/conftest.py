@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +65,49 @@ def make_config(root, *overrides: str) -> Config:
 @pytest.fixture
 def config(tmp_path) -> Config:
     return make_config(tmp_path / "data")
+
+
+# hadoop-aws and its AWS SDK bundle for Spark on s3a:// (`make test` puts them in the venv, see
+# the Makefile's S3A_JARS); $PROPENSITY_TEST_S3A_JARS names another folder.
+S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
+
+
+@pytest.fixture(scope="session")
+def s3a_jars() -> list[str]:
+    """The jar paths that give Spark the s3a:// filesystem; skips the test where they are absent."""
+    folder = Path(os.environ.get("PROPENSITY_TEST_S3A_JARS") or Path(sys.prefix) / "s3a-jars")
+    jars = [folder / name for name in S3A_JARS]
+    missing = [str(j) for j in jars if not j.is_file()]
+    if missing:
+        pytest.skip(
+            f"no hadoop-aws for Spark on s3a:// ({', '.join(missing)} missing): `make test` "
+            "extracts them from sagemaker-pyspark's sdist on PyPI (Maven is not reachable here)"
+        )
+    return [str(j) for j in jars]
+
+
+def s3a_spark_conf(endpoint: str, jars: list[str]) -> dict[str, str]:
+    """Spark properties for s3a:// against a loopback S3 endpoint: path-style, plain HTTP, the
+    fake credentials of this file's environment."""
+    conf = {
+        "spark.jars": ",".join(jars),
+        "spark.hadoop.fs.s3a.endpoint": endpoint,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+        "spark.hadoop.fs.s3a.aws.credentials.provider":
+            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        "spark.hadoop.fs.s3a.access.key": os.environ["AWS_ACCESS_KEY_ID"],
+        "spark.hadoop.fs.s3a.secret.key": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "spark.hadoop.fs.s3a.endpoint.region": os.environ["AWS_REGION"],
+    }
+    # Hadoop 3.4+ (Spark 4) writes these defaults as durations ("60s") that hadoop-aws 3.3
+    # parses as plain numbers: give them as numbers (the same values) so that one jar serves
+    # both Spark lines. With a hadoop-aws matching Hadoop 3.4+ they are not needed.
+    for key, value in {
+        "threads.keepalivetime": "60", "connection.establish.timeout": "30000",
+        "connection.timeout": "200000", "multipart.purge.age": "86400",
+        "connection.ttl": "300000", "connection.request.timeout": "0",
+        "connection.acquisition.timeout": "60000", "connection.idle.time": "60000",
+    }.items():  # fmt: skip
+        conf[f"spark.hadoop.fs.s3a.{key}"] = value
+    return conf

@@ -20,7 +20,7 @@ RELEASE_URI="${1:?usage: bootstrap.sh s3://bucket/releases/VERSION [SECRET_ID]}"
 SECRET_ID="${2:-}"
 HOME_DIR=/opt/propensity
 
-# Amazon Linux 2023 (EMR 7.x): the system Python is older than the package needs.
+# Amazon Linux 2023 (EMR 7.x, emr-spark-8.0.0): the system Python is older than the package needs.
 sudo dnf install -y -q python3.11 python3.11-pip
 
 sudo mkdir -p "$HOME_DIR" /etc/propensity
@@ -30,7 +30,9 @@ cp -r "$HOME_DIR/release/jobs" "$HOME_DIR/jobs"
 sudo cp "$HOME_DIR/release/config.yaml" /etc/propensity/config.yaml
 
 python3.11 -m venv "$HOME_DIR/venv"
-# Same constraints as every other install: torch stays at the pinned build.
+# Same constraints as every other install: torch stays at the pinned build. The wheel without its
+# `spark` extra: no pip pyspark in the venv. The cluster's own Spark (3.5 on EMR 7, 4.0 on
+# emr-spark-8.0.0) is what spark-submit puts on the job's PYTHONPATH, so Python and JVM match.
 "$HOME_DIR/venv/bin/pip" install --quiet -c "$HOME_DIR/release/constraints.txt" "$HOME_DIR"/release/propensity-*.whl
 sudo ln -sf "$HOME_DIR/venv/bin/propensity" /usr/local/bin/propensity
 

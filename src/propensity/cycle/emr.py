@@ -12,6 +12,8 @@ the pseudonymisation key from Secrets Manager). The steps therefore only name co
 4. monitor:   `propensity daily --only monitor` (exits 11/12 on drift or quality alerts).
 
 `jobs/emr/steps.json` is the same list for `aws emr add-steps` (date placeholder `@DATE@`).
+The steps are the same on EMR 7.x (Spark 3.5) and `emr-spark-8.0.0` (Spark 4.0): the venv holds
+no pyspark, so the aggregation runs on the cluster's own Spark (`jobs/emr/cluster.sh`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from propensity.ui import kv
 log = logging.getLogger(__name__)
 
 HOME = "/opt/propensity"  # where bootstrap.sh installs the release on every node
+# Release labels the steps are written for (jobs/emr/cluster.sh, docs/cycle.md "EMR").
+RELEASE_LABELS = {"emr-7.13.0": "Spark 3.5.6", "emr-spark-8.0.0": "Spark 4.0.2"}
 AGGREGATE_JOB = f"{HOME}/jobs/emr/aggregate_job.py"  # the aggregation's spark-submit entry point
 WRAPPER = "propensity-step"  # installed by bootstrap.sh on every node
 TERMINAL = {"COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"}
