@@ -36,6 +36,7 @@ from conftest import make_config  # noqa: E402
 
 from propensity import storage  # noqa: E402
 from propensity.model.batches import encode, length_buckets  # noqa: E402
+from propensity.scoring import layout  # noqa: E402
 
 DAY = dt.date(2026, 1, 20)
 
@@ -188,7 +189,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         manifest = storage.read_json(
-            storage.join(storage.partition(cfg.uri("predictions"), DAY), "manifest.json")
+            storage.join(storage.partition(cfg.uri("predictions"), DAY), layout.MANIFEST)
         )
         assert manifest["rows"] == args.rows
         whole = args.rows / wall

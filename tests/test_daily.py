@@ -235,8 +235,9 @@ def test_gate_rejected_exits_10_and_scores_with_the_old_champion(continued, even
 
 def test_drift_exits_11_and_asks_for_a_retrain_the_next_day(continued, events):
     day = DAYS[5]
+    # Thresholds below any noise, and a significance at which sampling noise excuses nothing.
     drift = ["monitoring.psi_threshold=0.000001", "monitoring.js_threshold=0.000001",
-             "monitoring.ks_threshold=0.000001"]  # fmt: skip
+             "monitoring.ks_threshold=0.000001", "monitoring.significance=0.999"]  # fmt: skip
     cfg = day_config(continued, events, *drift)
     run = run_day(cfg, day)
     assert run.exit_code == 11

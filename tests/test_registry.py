@@ -75,6 +75,56 @@ def cli(cfg, *args):
     return runner.invoke(app, ["models", *args, "--set", f"storage.root={cfg.storage.root}"])
 
 
+def test_rollback_walks_back_the_promotions_and_stops_at_their_start(config):
+    """Promoting an old version again, then rolling back: each rollback undoes one promotion,
+    newest first, and the walk stops with exit 3 where the history starts (it used to walk
+    forward again from the re-promoted version to the newest one)."""
+    for i, v in enumerate(["2026-01-18.1", "2026-01-19.1", "2026-01-20.1"]):
+        publish_version(config, v, seed=i)
+        store.move_champion(config, v, "gate", None, "gate approved")
+    assert cli(config, "promote", "2026-01-18.1").exit_code == 0  # an old version again
+
+    walked = []
+    for _ in range(3):
+        result = cli(config, "rollback")
+        assert result.exit_code == 0, result.output
+        walked.append(store.champion_version(config))
+    assert walked == ["2026-01-20.1", "2026-01-19.1", "2026-01-18.1"]
+    moves = len(store.read_champion(config)["history"])
+    stop = cli(config, "rollback")
+    assert stop.exit_code == 3
+    text = " ".join(stop.output.split())
+    assert "champion 2026-01-18.1 has no earlier champion to roll back to" in text
+    assert "models promote VERSION" in text
+    assert store.champion_version(config) == "2026-01-18.1"
+    assert len(store.read_champion(config)["history"]) == moves  # the refusal moved nothing
+
+    # A new promotion after the walk is undone by the next rollback, and the stop holds again.
+    assert cli(config, "promote", "2026-01-20.1").exit_code == 0
+    assert cli(config, "rollback").exit_code == 0
+    assert store.champion_version(config) == "2026-01-18.1"
+    assert cli(config, "rollback").exit_code == 3
+
+
+def test_rollback_reads_a_history_written_by_the_old_rule(config):
+    """A champion.json whose rollbacks went where the old rule sent them (forward, to the
+    newest version) still gives a stack ending at the pointer's version."""
+    pointer = {"name": config.model.name, "version": "2026-01-20.1", "history": [
+        {"action": "gate", "version": "2026-01-18.1", "from": None},
+        {"action": "gate", "version": "2026-01-19.1", "from": "2026-01-18.1"},
+        {"action": "gate", "version": "2026-01-20.1", "from": "2026-01-19.1"},
+        {"action": "promote", "version": "2026-01-18.1", "from": "2026-01-20.1"},
+        {"action": "rollback", "version": "2026-01-20.1", "from": "2026-01-18.1"},
+        {"action": "rollback", "version": "2026-01-19.1", "from": "2026-01-20.1"},
+        {"action": "rollback", "version": "2026-01-18.1", "from": "2026-01-19.1"},
+        {"action": "rollback", "version": "2026-01-20.1", "from": "2026-01-18.1"},  # forward
+    ]}
+    assert store.champion_stack(pointer) == ["2026-01-20.1"]
+    assert store.rollback_target(pointer) is None
+    assert store.champion_stack({**pointer, "version": "2026-01-18.1",
+                                 "history": pointer["history"][:7]}) == ["2026-01-18.1"]
+
+
 def test_promote_and_rollback_move_only_the_pointer(config):
     for i, v in enumerate(["2026-01-18.1", "2026-01-19.1", "2026-01-20.1"]):
         publish_version(config, v, seed=i)
@@ -88,7 +138,7 @@ def test_promote_and_rollback_move_only_the_pointer(config):
     assert cli(config, "rollback").exit_code == 0
     assert store.champion_version(config) == "2026-01-18.1"
     result = cli(config, "rollback")
-    assert result.exit_code == 2 and "no earlier champion" in result.output
+    assert result.exit_code == 3 and "no earlier champion" in result.output
 
     result = cli(config, "promote", "2026-01-21.1")
     assert result.exit_code == 2 and "--force" in result.output

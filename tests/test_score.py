@@ -82,10 +82,10 @@ def test_scores_equal_the_trainers_forward_and_layout_is_complete(cfg):
 
     part = storage.partition(cfg.uri("predictions"), DAY)
     assert storage.is_complete(part)
-    assert manifest == storage.read_json(storage.join(part, "manifest.json"))
+    assert manifest == storage.read_json(storage.join(part, layout.MANIFEST))
     assert manifest["rows"] == 700 and manifest["model"]["version"] == "2026-01-19.1"
     assert len(manifest["model"]["sha256"]) == 64
-    assert manifest["input"]["partition"] == storage.partition(cfg.uri("histories"), DAY)
+    assert manifest["input"]["partition"] == f"dt={DAY}"  # relative to the histories root
     # 2 files of 350 rows in row groups of 100, shards of <= 300 rows: 2 shards per file.
     assert sorted(manifest["shards"]) == ["00000-00000", "00000-00003", "00001-00000",
                                           "00001-00003"]
@@ -127,7 +127,7 @@ def test_resume_after_a_lost_shard_scores_only_that_shard(cfg):
     first = _mtimes(part)
     # A crash after some shards: one shard file, the manifest and the marker never got written.
     storage.delete(storage.join(part, "part-00001-00000.parquet"))
-    storage.delete(storage.join(part, "manifest.json"))
+    storage.delete(storage.join(part, layout.MANIFEST))
     storage.delete(storage.join(part, "_SUCCESS"))
     with pytest.raises(storage.IncompletePartition):
         storage.read_parquet(part)
@@ -185,7 +185,7 @@ def test_array_job_with_two_workers_via_the_cli(cfg):
     r1 = cli(cfg, "--worker-index", "1", "--num-workers", "2")
     assert r1.exit_code == 0, r1.output
     assert storage.is_complete(part)  # the last worker finalized
-    manifest = storage.read_json(storage.join(part, "manifest.json"))
+    manifest = storage.read_json(storage.join(part, layout.MANIFEST))
     assert {s["worker"] for s in manifest["shards"].values()} == {"0", "1"}
     assert_one_row_per_profile(predictions(cfg), histories)
     assert cli(cfg, "--finalize").exit_code == 0  # idempotent
@@ -200,7 +200,7 @@ def test_local_worker_processes_give_the_same_predictions(cfg, tmp_path):
     two = predictions(cfg).sort_by("profile_id")
     assert_same_scores(one, two)
     manifest = storage.read_json(storage.join(storage.partition(cfg.uri("predictions"), DAY),
-                                              "manifest.json"))
+                                              layout.MANIFEST))
     assert {s["worker"] for s in manifest["shards"].values()} == {"0", "1"}
 
 
@@ -222,7 +222,7 @@ def test_a_new_champion_refuses_to_mix_with_partial_output(cfg):
 
 
 def test_spark_engine_writes_the_same_predictions(cfg, spark):
-    write_histories(cfg, DAY, 500, files=2, row_group_size=100)
+    histories = write_histories(cfg, DAY, 500, files=2, row_group_size=100)
     publish_model(cfg, "2026-01-19.1")
     run(cfg, DAY)
     local = predictions(cfg).sort_by("profile_id")
@@ -231,9 +231,10 @@ def test_spark_engine_writes_the_same_predictions(cfg, spark):
     assert {s["worker"] for s in manifest["shards"].values()} == {"spark"}
     on_spark = predictions(cfg).sort_by("profile_id")
     assert_same_scores(local, on_spark)
-    # Downstream readers: Spark reads the partition's Parquet files (manifest.json sits beside).
-    reader = spark.read.option("pathGlobFilter", "*.parquet")
-    assert reader.parquet(storage.partition(cfg.uri("predictions"), DAY)).count() == 500
+    # Downstream readers: Spark reads the partition as it is (side files start with `_`).
+    read = spark.read.parquet(storage.partition(cfg.uri("predictions"), DAY))
+    assert sorted(r.profile_id for r in read.select("profile_id").collect()) == sorted(
+        histories.column("profile_id").to_pylist())
 
 
 def test_predictions_on_s3(tmp_path, s3_bucket):
@@ -247,7 +248,7 @@ def test_predictions_on_s3(tmp_path, s3_bucket):
     assert len(manifest["shards"]) == 3  # one row group of 100 each (shard_rows=150)
     assert_one_row_per_profile(storage.read_parquet(part), histories)
     latest = storage.read_json(f"s3://{s3_bucket}/predictions/latest.json")
-    assert latest["partition"] == part
+    assert latest["partition"] == f"dt={DAY}"  # relative to the predictions root
 
 
 def test_cli_exit_codes(cfg):

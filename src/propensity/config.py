@@ -163,6 +163,9 @@ class TrainingConfig(_Section):
     min_pair_positives: int = Field(5, ge=0)  # a pair with fewer positives (any target) is skipped
     one_pair_per_profile: bool = False  # each epoch trains on one random pair of each profile
     num_workers: int = Field(0, ge=0)
+    # torch intra-op threads while training, 0 = torch's default (one per core). On a small
+    # model or a shared machine 1 is much faster: spinning OpenMP threads (docs/train.md).
+    threads: int = Field(0, ge=0)
     # auto: bf16-mixed (else 16-mixed) on CUDA, 32-true on CPU
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     gradient_clip: float = Field(1.0, ge=0)  # max gradient norm, 0 = no clipping

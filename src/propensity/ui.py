@@ -5,6 +5,7 @@ Logs never carry raw profile ids: stages log counts and pseudonymised ids only.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
 
@@ -22,6 +23,18 @@ from rich.progress import (
 console = Console(stderr=True)
 
 
+class _LogfmtFormatter(logging.Formatter):
+    """`ts=` as ISO-8601 in UTC with milliseconds and no space (`2026-01-20T06:00:00.123Z`), so
+    logfmt parsers and collectors read each line as key=value pairs."""
+
+    def __init__(self) -> None:
+        super().__init__("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        when = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Human-readable logs on a terminal, one key=value line per record otherwise."""
     level = logging.DEBUG if verbose else logging.INFO
@@ -32,9 +45,7 @@ def setup_logging(verbose: bool = False) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-        )
+        handler.setFormatter(_LogfmtFormatter())
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("py4j", "pyspark", "botocore", "urllib3", "lightning", "pytorch_lightning"):

@@ -57,6 +57,9 @@ training:
   batch_size: 32                 # small batches: enough optimiser steps on little data
   learning_rate: 0.003
   accelerator: cpu
+  # One torch thread: the small LSTM gains nothing from more, and OpenMP threads spinning on a
+  # busy 2-core machine made a cold epoch 79 s instead of 12 s (docs/cycle.md, Measurements).
+  threads: 1
   work_dir: {work}  # resumable checkpoints of an interrupted training
 
 gate:
@@ -104,16 +107,8 @@ def run_demo(
 
     The config is DIR/config.yaml, written here, unless `config` names another; `sets` override
     either (`--set training.max_epochs=1`)."""
-    import torch  # deferred: the demo command module is imported by `propensity --help`
-
-    # The demo's small LSTM gains nothing from intra-op threads, and OpenMP threads spinning
-    # on a busy 2-core machine made its first training 6x slower (docs/cycle.md, Measurements).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(directory, profiles, days, config, sets)
-    finally:
-        torch.set_num_threads(threads)
+    # Training's torch threads come from the config (`training.threads: 1` in the demo's).
+    return _run(directory, profiles, days, config, sets)
 
 
 def _run(directory: Path, profiles: int, days: int, config: Path | None, sets: list[str] | None) -> int:

@@ -32,9 +32,14 @@ def versions_trained_for(cfg: Config, day: dt.date) -> list[tuple[str, str]]:
 
 
 def prediction_model(cfg: Config, day: dt.date) -> str | None:
-    """The model version recorded in a complete predictions partition's manifest."""
-    manifest = storage.join(storage.partition(cfg.uri("predictions"), day), "manifest.json")
-    return storage.read_json(manifest)["model"]["version"] if storage.exists(manifest) else None
+    """The model version recorded in a complete predictions partition's manifest
+    (`_manifest.json`; `manifest.json` in partitions scored before side files took a `_`)."""
+    part = storage.partition(cfg.uri("predictions"), day)
+    for name in ("_manifest.json", "manifest.json"):
+        manifest = storage.join(part, name)
+        if storage.exists(manifest):
+            return storage.read_json(manifest)["model"]["version"]
+    return None
 
 
 def aggregate(cfg: Config, day: dt.date, mode: str) -> str:

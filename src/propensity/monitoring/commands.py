@@ -28,7 +28,7 @@ def monitor(
     """Check data quality, input and score drift, and realised quality once labels have matured.
 
     Checks D's data quality (records in, quarantine, unknown types, D's own events against the
-    reference), drift of predictions(D)'s statistics (manifest.json) against the model's
+    reference), drift of predictions(D)'s statistics (_manifest.json) against the model's
     reference, and, for D-H, the predictions against labels from histories(D). Writes
     reports/dt=D/monitoring.json (every check: name, group, statistic, value, threshold, sample
     sizes, p-value, passed), report.html, then _SUCCESS. Exit codes: 0 written (alerts only

@@ -82,7 +82,10 @@ def run_monitor(cfg: Config, day: dt.date) -> dict[str, Any]:
     """Compute every check for D, write monitoring.json, report.html and the marker."""
     predictions = storage.partition(cfg.uri("predictions"), day)
     storage.require_complete(predictions)
-    manifest = storage.read_json(storage.join(predictions, "manifest.json"))
+    manifest_uri = storage.join(predictions, "_manifest.json")
+    if not storage.exists(manifest_uri):  # scored before side files took a `_`
+        manifest_uri = storage.join(predictions, "manifest.json")
+    manifest = storage.read_json(manifest_uri)
     version = manifest["model"]["version"]
     reference = store.read_reference(cfg, version)
     current = manifest["stats"]

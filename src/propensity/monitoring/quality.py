@@ -55,7 +55,10 @@ def evaluate(cfg: Config, day: dt.date) -> dict[str, Any]:
         return {**result, "status": "pending", "reason": f"no complete predictions for {then}"}
     if not storage.is_complete(histories):
         return {**result, "status": "pending", "reason": f"no complete histories for {day}"}
-    manifest = storage.read_json(storage.join(predictions, "manifest.json"))
+    manifest_uri = storage.join(predictions, "_manifest.json")
+    if not storage.exists(manifest_uri):  # scored before side files took a `_`
+        manifest_uri = storage.join(predictions, "manifest.json")
+    manifest = storage.read_json(manifest_uri)
     version = manifest["model"]["version"]
     meta = store.read_metadata(cfg, version)
     validation = meta.get("metrics", {})

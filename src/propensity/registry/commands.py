@@ -144,7 +144,8 @@ def rollback(
     config: ConfigOption = None,
     sets: SetOption = None,
 ) -> None:
-    """Point the champion back at the previous champion."""
+    """Point the champion back at the previous champion: each call undoes one promotion, newest
+    first; exit 3 at the start of the promotion history."""
     cfg = load(config, sets)
     move = store.rollback(cfg, by, reason)
     typer.echo(f"champion: {move['from']} -> {move['version']} (by {move['by']}: {reason})")

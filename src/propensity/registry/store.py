@@ -148,25 +148,47 @@ def promote(cfg: Config, version: str, by: str | None, reason: str, force: bool 
     return move_champion(cfg, version, "promote", by, reason)
 
 
+def champion_stack(pointer: dict) -> list[str]:
+    """The champions a rollback can return to, oldest first, the current one last: the pointer's
+    history replayed, each promotion (gate, promote) pushing its version, each rollback popping
+    back to the version it moved to. So rollbacks walk back through the promotions in reverse
+    and stop where the history starts, even when an old version was promoted again."""
+    stack: list[str] = []
+    for move in pointer["history"]:
+        if move["action"] != "rollback":
+            stack.append(move["version"])
+            continue
+        # One pop on a history this code wrote; more (or a restart) on a history that an
+        # earlier rule of rollback wrote, so the stack always ends at the pointer's version.
+        if stack:
+            stack.pop()
+        while stack and stack[-1] != move["version"]:
+            stack.pop()
+        stack = stack or [move["version"]]
+    return stack
+
+
 def rollback_target(pointer: dict) -> str | None:
-    """The champion before the current one: the `from` of the latest move that made the current
-    version champion other than a rollback (so repeated rollbacks walk back one step each)."""
-    current = pointer["version"]
-    for move in reversed(pointer["history"]):
-        if move["version"] == current and move["action"] != "rollback":
-            return move["from"]
-    return None
+    """The champion before the current one, or None at the start of the promotion history."""
+    stack = champion_stack(pointer)
+    return stack[-2] if len(stack) > 1 and stack[-1] == pointer["version"] else None
 
 
 def rollback(cfg: Config, by: str | None, reason: str) -> dict:
-    """Move the champion pointer back to the previous champion."""
+    """Move the champion pointer back to the previous champion; MissingInput (exit 3) where
+    there is none: no pointer, or the promotion history already starts at the current one."""
     pointer = read_champion(cfg)
     if not pointer:
         where = storage.join(root(cfg), CHAMPION)
         raise MissingInput(f"no champion at {where}: nothing to roll back")
     target = rollback_target(pointer)
     if not target:
-        raise UsageError(f"champion {pointer['version']} has no earlier champion to roll back to")
+        where = storage.join(root(cfg), CHAMPION)
+        raise MissingInput(
+            f"champion {pointer['version']} has no earlier champion to roll back to: the "
+            f"promotion history in {where} ({len(pointer['history'])} moves) starts there; "
+            "promote a version by name instead (`propensity models promote VERSION`)"
+        )
     return move_champion(cfg, target, "rollback", by, reason)
 
 

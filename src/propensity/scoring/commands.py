@@ -49,7 +49,7 @@ def score(
     """Score every profile of histories(D) with the champion model into predictions(D).
 
     Writes predictions/dt=D/part-<shard>.parquet (profile_id, one probability column per target,
-    model_version), manifest.json, then _SUCCESS, then moves predictions/latest.json. Resumable:
+    model_version), _manifest.json, then _SUCCESS, then moves predictions/latest.json. Resumable:
     a rerun scores only the shards whose file is missing. Exit codes: 0 done (or a worker whose
     shards are done while others still run), 3 histories(D) or the champion missing (or, with
     --finalize, shards still missing), 4 malformed histories or partial output of another model

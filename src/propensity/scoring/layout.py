@@ -4,9 +4,13 @@ Layout (shared/DESIGN.md, "Predictions"):
 
     predictions/dt=D/part-<shard>.parquet   one file per shard, written whole
     predictions/dt=D/_scoring.json          run state: model version + sha256, input, shard plan
-    predictions/dt=D/manifest.json          rows, model, input, per-shard counts, timing, stats
+    predictions/dt=D/_manifest.json         rows, model, input, per-shard counts, timing, stats
     predictions/dt=D/_SUCCESS               written last
     predictions/latest.json                 newest complete day, moved only after its marker
+
+Side files start with `_`, so pyarrow, DuckDB and Spark read a day's directory as it is. Every
+path stored in them is relative to its dataset's root (`dt=D`, `part-00000.parquet`), so a
+storage root copied or moved keeps its state: a rerun there is a no-op or a clean redo.
 
 A shard is a run of consecutive row groups of one input file (at most `scoring.shard_rows`
 rows), so the plan is a pure function of the input partition's Parquet footers. A shard is done
@@ -33,7 +37,9 @@ from propensity.ui import kv
 log = logging.getLogger(__name__)
 
 STATE = "_scoring.json"
-MANIFEST = "manifest.json"
+MANIFEST = "_manifest.json"
+# The manifest's name before side files took a `_`: read where a partition has it, never written.
+LEGACY_MANIFEST = "manifest.json"
 LATEST = "latest.json"
 SHARD_META_KEY = b"propensity.shard"  # Parquet key-value metadata of a shard file: its record
 _SHARD_FILE = re.compile(r"part-(\d{5}-\d{5})\.parquet$")
@@ -60,10 +66,32 @@ class Plan:
     def rows(self) -> int:
         return sum(s.rows for s in self.shards)
 
-    def fingerprint(self) -> str:
-        """Identifies the input layout: any rewrite of histories(D) changes it."""
-        text = json.dumps([asdict(s) for s in self.shards], sort_keys=True)
+    @property
+    def input_name(self) -> str:
+        """The input partition relative to its dataset's root: `dt=D`."""
+        return self.input_partition.rstrip("/").rsplit("/", 1)[-1]
+
+    def fingerprint(self, base: str | None = None) -> str:
+        """Identifies the input layout (files relative to the partition, row groups, rows): any
+        rewrite of histories(D) changes it, a copy of the root elsewhere does not. `base` puts
+        the partition's absolute URI back in, as fingerprints were made before paths were
+        stored relative (only to recognise such a run's state)."""
+        shards = []
+        for s in self.shards:
+            name = s.input_uri[len(self.input_partition.rstrip("/")) + 1 :]
+            shards.append({**asdict(s), "input_uri": storage.join(base, name) if base else name})
+        text = json.dumps(shards, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        """What a run records of its input: partition (relative), files, shards, rows, fingerprint."""
+        return {
+            "partition": self.input_name,
+            "files": len({s.input_uri for s in self.shards}),
+            "shards": len(self.shards),
+            "rows": self.rows,
+            "fingerprint": self.fingerprint(),
+        }
 
 
 @dataclass(frozen=True)
@@ -100,12 +128,39 @@ def assign(plan: Plan, worker_index: int, num_workers: int) -> list[Shard]:
     return plan.shards[worker_index::num_workers]
 
 
+def read_manifest(out: str) -> dict[str, Any]:
+    """The manifest of a complete predictions partition (the legacy name where only it exists)."""
+    uri = storage.join(out, MANIFEST)
+    if not storage.exists(uri) and storage.exists(storage.join(out, LEGACY_MANIFEST)):
+        uri = storage.join(out, LEGACY_MANIFEST)
+    return storage.read_json(uri)
+
+
 def _state(plan: Plan, model: ModelRef, targets: list[str]) -> dict[str, Any]:
-    return {
-        "model": asdict(model),
-        "targets": targets,
-        "input": {"partition": plan.input_partition, "fingerprint": plan.fingerprint()},
-    }
+    return {"model": asdict(model), "targets": targets, "input": plan.summary()}
+
+
+def _input_differences(have: dict[str, Any], plan: Plan) -> list[str]:
+    """How a recorded input differs from this run's plan, in words; [] when it is the same.
+
+    A state written before paths were relative holds the absolute partition URI and a
+    fingerprint over absolute file URIs: recomputed from that URI, it still matches."""
+    problems = []
+    recorded = have.get("partition", "")
+    legacy = "/" in recorded
+    name = recorded.rstrip("/").rsplit("/", 1)[-1]
+    if name != plan.input_name:
+        problems.append(f"it was scored from histories {name}, this run reads {plan.input_name}")
+    want = plan.fingerprint(base=recorded) if legacy else plan.fingerprint()
+    if not problems and have.get("fingerprint") != want:
+        shape = "{rows} rows in {shards} shards of {files} files"
+        then = shape.format(**have) if "rows" in have else "another layout"
+        now = shape.format(**plan.summary())
+        problems.append(
+            f"histories {plan.input_name} were rewritten since: {then} then, {now} now "
+            f"(layout fingerprint {have.get('fingerprint')} then, {plan.fingerprint()} now)"
+        )
+    return problems
 
 
 def prepare(
@@ -123,13 +178,19 @@ def prepare(
     if have_state:
         have = storage.read_json(storage.join(out, STATE))
         problems = []
-        if have["model"]["version"] != model.version or have["model"]["sha256"] != model.sha256:
+        if have["model"]["version"] != model.version:
             problems.append(
                 f"it was scored with model {have['model']['name']} {have['model']['version']}, "
                 f"this run uses {model.name} {model.version}"
             )
-        if have["input"] != want["input"] or have["targets"] != targets:
-            problems.append("its input partition or targets differ from this run's")
+        elif have["model"]["sha256"] != model.sha256:
+            problems.append(
+                f"model {model.version}'s weights changed since (sha256 "
+                f"{have['model']['sha256'][:12]} then, {model.sha256[:12]} now)"
+            )
+        problems += _input_differences(have["input"], plan)
+        if have["targets"] != targets:
+            problems.append(f"it scored targets {have['targets']}, this run scores {targets}")
         if problems:
             raise BadInput(
                 f"predictions {out} already hold output that cannot be mixed with this run: "
@@ -171,7 +232,7 @@ def missing(out: str, plan: Plan) -> list[Shard]:
 def finalize(
     out: str, plan: Plan, model: ModelRef, day: dt.date, extra: dict | None = None
 ) -> dict:
-    """Check every shard, write manifest.json, the marker, then move latest.json.
+    """Check every shard, write _manifest.json, the marker, then move latest.json.
 
     Raises MissingInput while shards are missing, BadInput when a shard file disagrees with the
     plan (row count, model version): the partition is then left without a marker.
@@ -211,8 +272,7 @@ def finalize(
         "date": day.isoformat(),
         "rows": plan.rows,
         "model": asdict(model),
-        "input": {"partition": plan.input_partition, "rows": plan.rows,
-                  "fingerprint": plan.fingerprint()},
+        "input": plan.summary(),
         "files": [shard.file_name for shard in plan.shards],
         "shards": {
             sid: {k: r[k] for k in ("input_file", "row_groups", "rows", "seconds", "worker")}
@@ -235,7 +295,8 @@ def finalize(
 
 
 def _move_latest(out: str, day: dt.date, manifest: dict) -> None:
-    """Point latest.json at day D, unless it already points at a later complete day."""
+    """Point latest.json at day D, unless it already points at a later complete day. Its
+    `partition` is relative to the predictions root, where latest.json sits: `dt=D`."""
     root = out.rsplit("/", 1)[0]
     latest = storage.join(root, LATEST)
     if storage.exists(latest):
@@ -246,7 +307,7 @@ def _move_latest(out: str, day: dt.date, manifest: dict) -> None:
         latest,
         {
             "date": day.isoformat(),
-            "partition": out,
+            "partition": out.rstrip("/").rsplit("/", 1)[-1],
             "rows": manifest["rows"],
             "model_version": manifest["model"]["version"],
         },

@@ -136,7 +136,7 @@ def run(
                     kv(model=model.targets, config=cfg.target_names))
     if layout.prepare(out, plan, ref, list(model.targets), restart):
         log.info("predictions already complete %s", kv(partition=out, model=ref.version))
-        return storage.read_json(storage.join(out, layout.MANIFEST))
+        return layout.read_manifest(out)
     extra = {"engine": engine}
     if finalize_only:
         return layout.finalize(out, plan, ref, day, extra)

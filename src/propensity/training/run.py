@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -171,7 +172,9 @@ def fit(cfg: Config, examples: Examples, model, epochs: int, folder: str, callba
     if resume:
         log.info("resuming %s", kv(checkpoint=last))
     else:  # the starting point competes too: training must beat it (cold: the regression)
-        best.offer(validation_loss(model, val_dl), -1, model)
+        start_loss = validation_loss(model, val_dl)
+        log.info("starting point %s", kv(val_loss=f"{start_loss:.5f}"))
+        best.offer(start_loss, -1, model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
@@ -245,13 +248,31 @@ def _reference(cfg: Config, examples: Examples, scores: np.ndarray) -> dict:
     return merged
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to `n` for the block and restored after; 0 leaves them."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(cfg: Config, day: dt.date, cold: bool = False, callbacks=()) -> dict:
-    """Run the training job for date `day`; returns the published model.json.
+    """Run the training job for date `day` with `training.threads` torch threads; returns the
+    published model.json.
 
     Raises GateRejected (exit 10) after publishing a rejected version; MissingInput /
     IncompletePartition (exit 3) when a histories partition is absent or incomplete;
     UsageError (exit 2) when the champion cannot be warm-started and --cold was not given.
     """
+    with torch_threads(cfg.training.threads):
+        return _train(cfg, day, cold, callbacks)
+
+
+def _train(cfg: Config, day: dt.date, cold: bool, callbacks) -> dict:
     import pytorch_lightning as pl
 
     examples = load_examples(cfg, day)
