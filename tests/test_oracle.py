@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
-import os
-import pathlib
 
 import numpy as np
 import pytest
+
+from test_generate import files_of
 
 from propensity import storage
 from propensity.events import behaviour as bm
@@ -279,15 +279,6 @@ def test_truth_gets_the_observable_columns_and_the_events_stay_the_same(tmp_path
             truth.column("p_order_7d_observable").to_numpy(),
         )
         assert (p2 <= p7 + 1e-12).all()
-
-
-def files_of(root: str) -> dict[str, bytes]:
-    found = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            found[os.path.relpath(path, root)] = pathlib.Path(path).read_bytes()
-    return found
 
 
 @pytest.mark.parametrize("days", [1, 2, 9])

@@ -50,6 +50,20 @@ class BadInput(PropensityError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class DriftAlert(PropensityError):
+    exit_code = ExitCode.DRIFT_ALERT
+
+
+class DataQualityAlert(PropensityError):
+    """Broken input on D: named apart from drift, under drift's exit code (11)."""
+
+    exit_code = ExitCode.DRIFT_ALERT
+
+
+class QualityAlert(PropensityError):
+    exit_code = ExitCode.QUALITY_ALERT
+
+
 def exit_code_of(err: BaseException) -> ExitCode:
     """The documented exit code of an error: its own for expected ones, else 1 (a bug)."""
     return err.exit_code if isinstance(err, PropensityError) else ExitCode.FAILURE

@@ -13,6 +13,7 @@ import datetime as dt
 from propensity import storage
 from propensity.config import Config
 from propensity.errors import ExitCode
+from propensity.predictions import manifest_uri
 from propensity.registry import store
 
 
@@ -34,12 +35,8 @@ def versions_trained_for(cfg: Config, day: dt.date) -> list[tuple[str, str]]:
 def prediction_model(cfg: Config, day: dt.date) -> str | None:
     """The model version recorded in a complete predictions partition's manifest
     (`_manifest.json`; `manifest.json` in partitions scored before side files took a `_`)."""
-    part = storage.partition(cfg.uri("predictions"), day)
-    for name in ("_manifest.json", "manifest.json"):
-        manifest = storage.join(part, name)
-        if storage.exists(manifest):
-            return storage.read_json(manifest)["model"]["version"]
-    return None
+    uri = manifest_uri(storage.partition(cfg.uri("predictions"), day))
+    return storage.read_json(uri)["model"]["version"] if uri else None
 
 
 def aggregate(cfg: Config, day: dt.date, mode: str) -> str:

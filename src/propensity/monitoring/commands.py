@@ -9,6 +9,7 @@ import typer
 
 from propensity import storage
 from propensity.cli_options import ConfigOption, DateOption, SetOption, load
+from propensity.errors import DataQualityAlert, DriftAlert, QualityAlert
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,7 @@ def monitor(
     several fire, then data quality).
     """
     # Deferred: the job imports torch (the report's attribution), so `propensity --help` stays fast.
-    from propensity.monitoring.job import (
-        HTML,
-        DataQualityAlert,
-        DriftAlert,
-        QualityAlert,
-        run_monitor,
-    )
+    from propensity.monitoring.job import HTML, run_monitor
 
     cfg = load(config, sets)
     result = run_monitor(cfg, day)

@@ -22,9 +22,9 @@ from propensity import storage
 from propensity.attribution.render import summary_html
 from propensity.attribution.summary import global_summary
 from propensity.config import Config
-from propensity.errors import ExitCode, PropensityError
 from propensity.model import stats
 from propensity.monitoring import data_quality, drift, quality, report
+from propensity.predictions import read_manifest
 from propensity.registry import store
 from propensity.ui import kv
 
@@ -32,20 +32,6 @@ log = logging.getLogger(__name__)
 
 RESULT = "monitoring.json"
 HTML = "report.html"
-
-
-class DriftAlert(PropensityError):
-    exit_code = ExitCode.DRIFT_ALERT
-
-
-class QualityAlert(PropensityError):
-    exit_code = ExitCode.QUALITY_ALERT
-
-
-class DataQualityAlert(PropensityError):
-    """Broken input on D: named apart from drift, under drift's exit code (11)."""
-
-    exit_code = ExitCode.DRIFT_ALERT
 
 
 def comparison_reference(reference: dict, day: dt.date) -> tuple[dict, dict[str, Any]]:
@@ -82,10 +68,7 @@ def run_monitor(cfg: Config, day: dt.date) -> dict[str, Any]:
     """Compute every check for D, write monitoring.json, report.html and the marker."""
     predictions = storage.partition(cfg.uri("predictions"), day)
     storage.require_complete(predictions)
-    manifest_uri = storage.join(predictions, "_manifest.json")
-    if not storage.exists(manifest_uri):  # scored before side files took a `_`
-        manifest_uri = storage.join(predictions, "manifest.json")
-    manifest = storage.read_json(manifest_uri)
+    manifest = read_manifest(predictions)
     version = manifest["model"]["version"]
     reference = store.read_reference(cfg, version)
     current = manifest["stats"]

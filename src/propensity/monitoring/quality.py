@@ -24,6 +24,7 @@ from propensity import storage
 from propensity.config import Config
 from propensity.model import metrics, stats
 from propensity.model.labels import labels
+from propensity.predictions import read_manifest
 from propensity.registry import store
 from propensity.ui import kv
 
@@ -55,10 +56,7 @@ def evaluate(cfg: Config, day: dt.date) -> dict[str, Any]:
         return {**result, "status": "pending", "reason": f"no complete predictions for {then}"}
     if not storage.is_complete(histories):
         return {**result, "status": "pending", "reason": f"no complete histories for {day}"}
-    manifest_uri = storage.join(predictions, "_manifest.json")
-    if not storage.exists(manifest_uri):  # scored before side files took a `_`
-        manifest_uri = storage.join(predictions, "manifest.json")
-    manifest = storage.read_json(manifest_uri)
+    manifest = read_manifest(predictions)
     version = manifest["model"]["version"]
     meta = store.read_metadata(cfg, version)
     validation = meta.get("metrics", {})

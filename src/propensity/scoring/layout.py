@@ -32,14 +32,12 @@ from typing import Any
 from propensity import storage
 from propensity.errors import BadInput, MissingInput
 from propensity.model import stats
+from propensity.predictions import MANIFEST
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
 
 STATE = "_scoring.json"
-MANIFEST = "_manifest.json"
-# The manifest's name before side files took a `_`: read where a partition has it, never written.
-LEGACY_MANIFEST = "manifest.json"
 LATEST = "latest.json"
 SHARD_META_KEY = b"propensity.shard"  # Parquet key-value metadata of a shard file: its record
 _SHARD_FILE = re.compile(r"part-(\d{5}-\d{5})\.parquet$")
@@ -126,14 +124,6 @@ def plan_shards(input_partition: str, shard_rows: int) -> Plan:
 def assign(plan: Plan, worker_index: int, num_workers: int) -> list[Shard]:
     """The shards of one worker of an array job: every num_workers-th, by plan order."""
     return plan.shards[worker_index::num_workers]
-
-
-def read_manifest(out: str) -> dict[str, Any]:
-    """The manifest of a complete predictions partition (the legacy name where only it exists)."""
-    uri = storage.join(out, MANIFEST)
-    if not storage.exists(uri) and storage.exists(storage.join(out, LEGACY_MANIFEST)):
-        uri = storage.join(out, LEGACY_MANIFEST)
-    return storage.read_json(uri)
 
 
 def _state(plan: Plan, model: ModelRef, targets: list[str]) -> dict[str, Any]:

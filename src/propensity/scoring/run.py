@@ -26,6 +26,7 @@ import torch
 from propensity import storage
 from propensity.config import Config
 from propensity.errors import PropensityError, UsageError
+from propensity.predictions import read_manifest
 from propensity.registry import load_model
 from propensity.scoring import layout
 from propensity.scoring.engine import score_shard
@@ -136,7 +137,7 @@ def run(
                     kv(model=model.targets, config=cfg.target_names))
     if layout.prepare(out, plan, ref, list(model.targets), restart):
         log.info("predictions already complete %s", kv(partition=out, model=ref.version))
-        return layout.read_manifest(out)
+        return read_manifest(out)
     extra = {"engine": engine}
     if finalize_only:
         return layout.finalize(out, plan, ref, day, extra)

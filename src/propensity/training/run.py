@@ -27,10 +27,10 @@ import torch
 from propensity import __version__, storage
 from propensity.config import Config
 from propensity.errors import BadInput, UsageError
+from propensity.model import stats
 from propensity.model.batches import encode, length_buckets
 from propensity.model.metrics import metrics
 from propensity.model.network import PropensityModel
-from propensity.model import stats
 from propensity.model.stats import summarize
 from propensity.registry import store
 from propensity.training import baseline
