@@ -237,7 +237,8 @@ def test_drift_exits_11_and_asks_for_a_retrain_the_next_day(continued, events):
     day = DAYS[5]
     # Thresholds below any noise, and a significance at which sampling noise excuses nothing.
     drift = ["monitoring.psi_threshold=0.000001", "monitoring.js_threshold=0.000001",
-             "monitoring.ks_threshold=0.000001", "monitoring.significance=0.999"]  # fmt: skip
+             "monitoring.ks_threshold=0.000001", "monitoring.significance=0.999",
+             "monitoring.alert_on_input_drift=true"]  # fmt: skip
     cfg = day_config(continued, events, *drift)
     run = run_day(cfg, day)
     assert run.exit_code == 11

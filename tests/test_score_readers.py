@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from propensity import storage
 from propensity.cli import app
 from propensity.cycle.stages import prediction_model
+from propensity.predictions import LEGACY_MANIFEST
 from propensity.scoring import layout
 
 DAY = dt.date(2026, 1, 20)
@@ -123,7 +124,7 @@ def _make_legacy(root, part: str) -> None:
     state = storage.read_json(f"{part}/{layout.STATE}")
     storage.write_json(f"{part}/{layout.STATE}", {**state, "input": legacy_input})
     manifest = storage.read_json(f"{part}/{layout.MANIFEST}")
-    storage.write_json(f"{part}/{layout.LEGACY_MANIFEST}",
+    storage.write_json(f"{part}/{LEGACY_MANIFEST}",
                        {**manifest, "input": {**legacy_input, "rows": plan.rows}})
     storage.delete(f"{part}/{layout.MANIFEST}")
 
@@ -150,7 +151,7 @@ def test_a_partition_of_the_previous_layout_still_reads_and_reruns(scored, tmp_p
     # A partial run of the old layout finishes under the new one.
     new_part = f"{moved}/predictions/dt={DAY}"
     storage.delete(f"{new_part}/_SUCCESS")
-    storage.delete(f"{new_part}/{layout.LEGACY_MANIFEST}")
+    storage.delete(f"{new_part}/{LEGACY_MANIFEST}")
     storage.delete(f"{new_part}/part-00001-00000.parquet")
     resumed = score(moved)
     assert resumed.exit_code == 0, resumed.output
