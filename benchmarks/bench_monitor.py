@@ -13,11 +13,6 @@ faults:     for each fault kind, a copy of that run whose events are generated a
             fault planted on FAULT_DAY (identical before it), then `daily --only aggregate
             --only score --only monitor --force` over FAULT_DAY .. FAULT_DAY + 2. The delay is
             the days from FAULT_DAY to the first report with the fault's expected alert.
---constant-doy: the model's day-of-year inputs are held at one value (patched in this process,
-            for training and scoring alike). With a few weeks of data, day-of-year is a date id:
-            on a day after its training data the model extrapolates it, and its scores fall about
-            tenfold (docs/score.md, "False alarms and detection delay"); this shows the monitor
-            once that is fixed.
 Prints the load average at start and end, and the results as JSON.
 """
 
@@ -36,7 +31,6 @@ from propensity.config import load_config
 from propensity.cycle.daily import run_range
 from propensity.cycle.demo import PAST_DAYS, SEED, START, run_demo
 from propensity.events.generate import Fault, generate_stream
-from propensity.model import batches
 from propensity.monitoring.job import RESULT
 from propensity.registry import store
 
@@ -75,17 +69,7 @@ def alerts(result: dict) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", type=Path, required=True)
-    ap.add_argument("--constant-doy", action="store_true")
     args = ap.parse_args()
-    if args.constant_doy:
-        context = batches.context_features
-
-        def constant_doy(last_ts_ms, as_of):
-            out = context(last_ts_ms, as_of)
-            out[:, 8], out[:, 9] = 0.0, 1.0  # predict_doy_sin, predict_doy_cos of 1 January
-            return out
-
-        batches.context_features = constant_doy
     print("load at start", os.getloadavg())
     t0 = time.perf_counter()
     base = args.dir / "stationary"
