@@ -135,22 +135,3 @@ def test_misaligned_lists_are_refused_naming_the_column(config):
         encode(t, FeatureSpec.from_config(config), DAY, source="histories/dt=x")
     with pytest.raises(BadInput, match="'price' is missing"):
         encode(t.drop(["price"]), FeatureSpec.from_config(config), DAY)
-
-
-def test_one_row_per_profile_an_epoch_drawn_again_each_epoch():
-    from propensity.training.lightning import BucketSampler
-
-    groups = np.repeat(np.arange(50), 7)  # 50 profiles, 7 snapshot pairs each
-    rows = np.arange(len(groups))
-    lengths = np.random.default_rng(0).integers(1, 40, len(groups))
-    sampler = BucketSampler(lengths, rows, 8, True, seed=3, window=4, groups=groups)
-    seen = []
-    for epoch in range(3):
-        sampler.set_epoch(epoch)
-        epoch_rows = np.concatenate(list(sampler))
-        assert len(sampler) == sum(1 for _ in sampler)
-        assert sorted(groups[epoch_rows]) == list(range(50))  # every profile exactly once
-        seen.append(set(epoch_rows.tolist()))
-    assert seen[0] != seen[1] != seen[2]  # another cut point per profile each epoch
-    sampler.set_epoch(1)
-    assert set(np.concatenate(list(sampler)).tolist()) == seen[1]  # (seed, epoch) decides

@@ -151,7 +151,6 @@ class TrainingConfig(_Section):
     batch_size: int = Field(128, gt=0)
     learning_rate: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)  # AdamW decoupled weight decay
-    ema_decay: float = Field(0.0, ge=0, lt=1)  # moving average of the weights kept; 0 = off
     validation_share: float = Field(0.2, gt=0, lt=1)
     early_stopping_patience: int = Field(3, ge=0)  # epochs without a lower val loss
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
@@ -161,7 +160,6 @@ class TrainingConfig(_Section):
     snapshot_pairs: int = Field(7, gt=0)
     min_pair_examples: int = Field(50, ge=1)  # a pair with fewer profiles is skipped
     min_pair_positives: int = Field(5, ge=0)  # a pair with fewer positives (any target) is skipped
-    one_pair_per_profile: bool = False  # each epoch trains on one random pair of each profile
     num_workers: int = Field(0, ge=0)
     # torch intra-op threads while training, 0 = torch's default (one per core). On a small
     # model or a shared machine 1 is much faster: spinning OpenMP threads (docs/train.md).

@@ -45,6 +45,9 @@ def comparison_reference(reference: dict, day: dt.date) -> tuple[dict, dict[str,
         "covers": covers,
         "rows": reference.get("rows", 0),
         "rows_by_day": {d: s["rows"] for d, s in by_day.items()},
+        # The model reads the weekday of its prediction time: does the reference hold D's?
+        "covers_weekday": any(dt.date.fromisoformat(str(d)).weekday() == day.weekday()
+                              for d in covers if d),
     }
     if same:
         part = stats.merge(same) if len(same) > 1 else same[0]
@@ -74,15 +77,13 @@ def run_monitor(cfg: Config, day: dt.date) -> dict[str, Any]:
     current = manifest["stats"]
     against, about = comparison_reference(reference, day)
     m = cfg.monitoring
-    covers_weekday = any(dt.date.fromisoformat(str(d)).weekday() == day.weekday()
-                         for d in about["covers"] if d)
     checks = (data_quality.checks(cfg, day, current, reference)
               + drift.checks(current, against, cfg)
               + drift.day_type_checks(current, reference, cfg))
     realised = quality.evaluate(cfg, day)
     for c in checks:
         c["alerts"] = c["group"] != "inputs" or m.alert_on_input_drift
-        if c["group"] == "scores" and not covers_weekday:
+        if c["group"] == "scores" and not about["covers_weekday"]:
             # The model reads the weekday of its prediction time, so scores of a weekday the
             # reference lacks differ by design: reported, never an alert (retraining with more
             # snapshot pairs covers every weekday).

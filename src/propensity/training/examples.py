@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from propensity import storage
 from propensity.config import Config
@@ -89,11 +88,6 @@ class Examples:
     def input_day(self) -> dt.date:
         """The freshest input snapshot, D - H."""
         return self.pairs[0].input_day
-
-    def profile_index(self) -> np.ndarray:
-        """An integer per row naming its profile (equal across pairs)."""
-        ids = pa.chunked_array([p.table.column("profile_id") for p in self.pairs])
-        return pc.dictionary_encode(ids).combine_chunks().indices.to_numpy()
 
     def pair_of(self, rows: np.ndarray) -> np.ndarray:
         """The pair index of each row."""

@@ -26,6 +26,7 @@ from scipy.stats import norm, rankdata
 from propensity.config import GateConfig
 from propensity.errors import ExitCode, PropensityError
 from propensity.model.batches import EncodedHistories, length_buckets
+from propensity.model.metrics import auroc
 
 
 class GateRejected(PropensityError):
@@ -81,6 +82,11 @@ def _r(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
+def _recorded(test: dict) -> dict:
+    """A paired test's result as model.json keeps it (rounded, NaN as null)."""
+    return {k: [_r(x) for x in v] if isinstance(v, list) else _r(v) for k, v in test.items()}
+
+
 def decide(gate: GateConfig, y: np.ndarray, targets: list[str], candidate: np.ndarray,
            baseline: np.ndarray | None, champion: np.ndarray | None,
            champion_targets: list[str] | None = None) -> dict:
@@ -95,9 +101,9 @@ def decide(gate: GateConfig, y: np.ndarray, targets: list[str], candidate: np.nd
     for j, target in enumerate(targets):
         comparisons[target] = {}
         lab = y[:, j]
-        auc = paired_auc_test(lab, candidate[:, j], candidate[:, j])["auc_a"]
-        cand_auc[target] = auc
-        if math.isnan(auc):
+        auc = auroc(lab, candidate[:, j])
+        cand_auc[target] = math.nan if auc is None else auc
+        if auc is None:
             reasons.append(f"{target}: AUROC undefined (validation set has one class only)")
             continue
         if auc < gate.min_auc:
@@ -105,8 +111,7 @@ def decide(gate: GateConfig, y: np.ndarray, targets: list[str], candidate: np.nd
         if baseline is not None:
             vs = paired_auc_test(lab, candidate[:, j], baseline[:, j], gate.significance)
             base_auc[target] = vs["auc_b"]
-            comparisons[target]["baseline"] = {k: _r(v) if not isinstance(v, list) else
-                                               [_r(x) for x in v] for k, v in vs.items()}
+            comparisons[target]["baseline"] = _recorded(vs)
             lift = vs["difference"]
             shortfall = gate.min_lift_over_baseline - lift
             p_short = float(norm.cdf(-shortfall / vs["se"])) if vs["se"] > 0 else float(
@@ -124,8 +129,7 @@ def decide(gate: GateConfig, y: np.ndarray, targets: list[str], candidate: np.nd
             c = champion[:, champion_targets.index(target)]
             vs = paired_auc_test(lab, candidate[:, j], c, gate.significance)
             champ_auc[target] = vs["auc_b"]
-            comparisons[target]["champion"] = {k: _r(v) if not isinstance(v, list) else
-                                               [_r(x) for x in v] for k, v in vs.items()}
+            comparisons[target]["champion"] = _recorded(vs)
             drop = -vs["difference"]
             significant = vs["p_value_a_below_b"] < gate.significance
             comparisons[target]["champion"]["significant_drop"] = bool(

@@ -17,7 +17,6 @@ import os
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from propensity.config import Config
@@ -49,8 +48,8 @@ class BucketedBatches(Dataset):
 class BucketSampler(Sampler):
     """Yields arrays of rows, grouped by history length; reshuffled per epoch when training."""
 
-    def __init__(self, lengths, rows, batch_size, shuffle, seed, window, groups=None):
-        self.lengths, self.all_rows, self.groups = lengths, rows, groups
+    def __init__(self, lengths, rows, batch_size, shuffle, seed, window):
+        self.lengths, self.rows = lengths, rows
         self.batch_size, self.shuffle, self.seed, self.window = batch_size, shuffle, seed, window
         self.epoch = 0
 
@@ -58,29 +57,16 @@ class BucketSampler(Sampler):
         """Called by Lightning at the start of every epoch (also when resuming)."""
         self.epoch = epoch
 
-    @property
-    def rows(self) -> np.ndarray:
-        """This epoch's rows: all, or with `groups` one row per group, drawn by (seed, epoch)
-        (one snapshot pair per profile: the deep part cannot learn a profile from its 7 cuts
-        within one epoch)."""
-        if self.groups is None or not self.shuffle:
-            return self.all_rows
-        rng = np.random.default_rng([self.seed, self.epoch, 17])
-        order = rng.permutation(len(self.all_rows))
-        _, first = np.unique(self.groups[self.all_rows[order]], return_index=True)
-        return np.sort(self.all_rows[order[first]])
-
     def __iter__(self):
-        rows = self.rows
         parts = length_buckets(
-            self.lengths[rows],
+            self.lengths[self.rows],
             self.batch_size,
             shuffle=self.shuffle,
             seed=self.seed * 100_003 + self.epoch,
             window=self.window,
         )
         for part in parts:
-            yield rows[part]
+            yield self.rows[part]
 
     def __len__(self) -> int:
         n, span = len(self.rows), self.batch_size * self.window
@@ -89,13 +75,11 @@ class BucketSampler(Sampler):
         return sum(math.ceil(min(span, n - s) / self.batch_size) for s in range(0, n, span))
 
 
-def loader(encoded, labels, rows, cfg: Config, shuffle: bool, pin_memory: bool = False,
-           groups: np.ndarray | None = None) -> DataLoader:
-    """A DataLoader of length-bucketed (Batch, labels) pairs over `rows` (training with
-    `groups`: one row per group an epoch); batches are built lazily from the flat arrays."""
+def loader(encoded, labels, rows, cfg: Config, shuffle: bool, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader of length-bucketed (Batch, labels) pairs over `rows`; batches are built
+    lazily, one at a time, from the flat encoded arrays."""
     t = cfg.training
-    sampler = BucketSampler(encoded.lengths, rows, t.batch_size, shuffle, t.seed, t.bucket_window,
-                            groups)
+    sampler = BucketSampler(encoded.lengths, rows, t.batch_size, shuffle, t.seed, t.bucket_window)
     return DataLoader(
         BucketedBatches(encoded, labels),
         sampler=sampler,
@@ -110,33 +94,16 @@ def loader(encoded, labels, rows, cfg: Config, shuffle: bool, pin_memory: bool =
 class PropensityTask(pl.LightningModule):
     """Trains a PropensityModel with binary cross-entropy on every target."""
 
-    def __init__(self, model, learning_rate: float, weight_decay: float, seed: int,
-                 ema_decay: float = 0.0):
+    def __init__(self, model, learning_rate: float, weight_decay: float, seed: int):
         super().__init__()
         self.model = model
         self.learning_rate, self.weight_decay, self.seed = learning_rate, weight_decay, seed
-        # An exponential moving average of the weights (`training.ema_decay`, 0 = off) is what
-        # validation scores and what is kept: it smooths the step-to-step noise of small
-        # batches with few positives. A submodule, so Lightning's checkpoint carries it.
-        self.ema = (
-            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-            if ema_decay else None
-        )
         self._train_loss = None
         self._train_n = 0
         self._val = []
 
     def forward(self, batch):
         return self.model(batch)
-
-    @property
-    def evaluated(self) -> torch.nn.Module:
-        """The weights validation scores and training keeps: the average if there is one."""
-        return self.ema.module if self.ema is not None else self.model
-
-    def on_train_batch_end(self, outputs, pair, batch_idx) -> None:
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
 
     def on_train_epoch_start(self) -> None:
         self._train_loss, self._train_n = torch.zeros((), device=self.device), 0
@@ -156,7 +123,7 @@ class PropensityTask(pl.LightningModule):
 
     def validation_step(self, pair, batch_idx):
         batch, y = pair
-        self._val.append((self.evaluated(batch).float().detach(), y))
+        self._val.append((self.model(batch).float().detach(), y))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
@@ -201,7 +168,7 @@ class BestWeights(pl.Callback):
             return
         loss = trainer.callback_metrics.get("val_loss")
         if loss is not None:
-            self.offer(float(loss), trainer.current_epoch, pl_module.evaluated)
+            self.offer(float(loss), trainer.current_epoch, pl_module.model)
 
     def offer(self, loss: float, epoch: int, model: torch.nn.Module) -> None:
         """Keep `model`'s weights if `loss` is the lowest so far (epoch -1: before training)."""

@@ -31,7 +31,6 @@ from propensity.model import stats
 from propensity.model.batches import encode, length_buckets
 from propensity.model.metrics import metrics
 from propensity.model.network import PropensityModel
-from propensity.model.stats import summarize
 from propensity.registry import store
 from propensity.training import baseline
 from propensity.training.examples import Examples, load_examples
@@ -132,7 +131,7 @@ def fit(cfg: Config, examples: Examples, model, epochs: int, folder: str, callba
     accelerator, precision = device_settings(cfg)
     t = cfg.training
     os.makedirs(folder, exist_ok=True)
-    task = PropensityTask(model, t.learning_rate, t.weight_decay, t.seed, t.ema_decay)
+    task = PropensityTask(model, t.learning_rate, t.weight_decay, t.seed)
     best = BestWeights(folder)
     cbs = [
         EarlyStopping(monitor="val_loss", mode="min", patience=t.early_stopping_patience),
@@ -163,9 +162,7 @@ def fit(cfg: Config, examples: Examples, model, epochs: int, folder: str, callba
         callbacks=cbs,
     )
     pin = accelerator == "gpu"
-    groups = examples.profile_index() if cfg.training.one_pair_per_profile else None
-    train_dl = loader(examples.encoded, examples.labels, examples.train_rows, cfg, True, pin,
-                      groups)
+    train_dl = loader(examples.encoded, examples.labels, examples.train_rows, cfg, True, pin)
     val_dl = loader(examples.encoded, examples.labels, examples.val_rows, cfg, False, pin)
     last = os.path.join(folder, "last.ckpt")
     resume = last if os.path.exists(last) else None
@@ -239,7 +236,7 @@ def _reference(cfg: Config, examples: Examples, scores: np.ndarray) -> dict:
         if not mine.any():
             continue
         rows = examples.val_rows[mine] - p.start
-        parts.append(summarize(
+        parts.append(stats.summarize(
             p.table.take(rows), {t: scores[mine, j] for j, t in enumerate(cfg.target_names)},
             p.input_day, cfg,
         ))
