@@ -17,7 +17,7 @@ import re
 
 from propensity import storage
 from propensity.config import Config
-from propensity.histories.hashing import xxhash64
+from propensity.hashing import xxhash64
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)

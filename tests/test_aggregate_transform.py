@@ -11,7 +11,7 @@ from _histories_data import check, event
 from pyspark.sql import functions as F
 
 from propensity.histories import transform
-from propensity.histories.hashing import xxhash64
+from propensity.hashing import xxhash64
 from propensity.histories.schema import HISTORY_COLUMNS, REASONS
 from propensity.pseudonym import pseudonym_column, pseudonymise
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from propensity.errors import ExitCode, PropensityError
+from propensity.hashing import xxhash64
 
 CONFIG_ENV = "PROPENSITY_CONFIG"
 ENV_PREFIX = "PROPENSITY__"
@@ -113,10 +114,33 @@ class PrivacyConfig(_Section):
     dev_key: str | None = None
 
 
+# Item predicates of a target, each matched against the history column of the same meaning.
+ITEM_FIELDS = {"articles": "article", "brands": "brand", "categories": "category"}
+
+
 class TargetConfig(_Section):
-    name: str
+    """A target: the profile has an event of one of `event_types` within `horizon_days` after
+    the prediction time, and, where given, on an article of the listed raw ids, brands or
+    categories (values as the tracking stream sends them) at a price of at least `min_price`."""
+
+    name: str  # the prediction column
     event_types: list[str] = Field(default_factory=lambda: ["order"])
     horizon_days: int = Field(7, gt=0)
+    articles: list[str] | None = None
+    brands: list[str] | None = None
+    categories: list[str] | None = None
+    min_price: float | None = Field(None, ge=0)
+
+    def hashed(self, field: str) -> list[int] | None:
+        """The raw values of an item predicate hashed as the histories store them (Spark's
+        xxhash64), so scoring and labelling need no catalogue; None when the field is not set."""
+        values = getattr(self, field)
+        return None if values is None else [xxhash64(v) for v in values]
+
+    @property
+    def on_items(self) -> bool:
+        """Whether the target restricts the items, not only the event types."""
+        return self.min_price is not None or any(getattr(self, f) for f in ITEM_FIELDS)
 
 
 class ModelConfig(_Section):
@@ -272,9 +296,18 @@ class Config(_Section):
             raise ValueError(f"targets: duplicate names in {names}")
         known = set(self.events.vocabulary)
         for t in self.targets:
+            if not t.event_types:
+                raise ValueError(f"targets.{t.name}.event_types: must name at least one type")
             unknown = sorted(set(t.event_types) - known)
             if unknown:
                 raise ValueError(f"targets.{t.name}.event_types: {unknown} not in events.vocabulary")
+            for field in ITEM_FIELDS:
+                values = getattr(t, field)
+                if values is not None and not values:
+                    raise ValueError(f"targets.{t.name}.{field}: an empty list matches nothing; "
+                                     "leave the key out to match every value")
+                if values is not None and len(set(values)) != len(values):
+                    raise ValueError(f"targets.{t.name}.{field}: duplicate values")
         return self
 
     @property

@@ -4,8 +4,10 @@ One definition for training (examples from a pair of snapshots) and monitoring (
 once labels have matured), so "validation" and "realised" measure the same thing.
 
 A target holds for a profile when one of its event types occurs in
-(end of `as_of`, end of `as_of` + the target's horizon], read from a later snapshot, so no raw
-events are re-read. Profiles absent from the later snapshot get 0 for every target.
+(end of `as_of`, end of `as_of` + the target's horizon], on an article matching the target's item
+predicates (article ids, brands, categories, compared as the hashes the histories store; a
+minimum price), read from a later snapshot, so no raw events are re-read. Profiles absent from
+the later snapshot get 0 for every target.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.config import Config
+from propensity.config import ITEM_FIELDS, Config, TargetConfig
 from propensity.model.batches import prediction_time_ms
 
 _MS_PER_DAY = 86_400_000
+# The history columns the labels read from the later snapshot.
+LABEL_COLUMNS = ["profile_id", "ts", "event_type", *ITEM_FIELDS.values(), "price"]
 
 
 def labels(inputs: pa.Table, later: pa.Table, cfg: Config, as_of: dt.date) -> np.ndarray:
@@ -30,18 +34,37 @@ def labels(inputs: pa.Table, later: pa.Table, cfg: Config, as_of: dt.date) -> np
     lengths = pc.fill_null(pc.list_value_length(ts_col), 0).to_numpy().astype(np.int64)
     owner = np.repeat(np.arange(later.num_rows), lengths)  # row of each flat event
     ts = ts_col.flatten().cast(pa.int64()).to_numpy()
-    types = later.column("event_type").combine_chunks().flatten()
     # Row of each input profile in `later` (-1 when absent there).
     where = pc.index_in(inputs.column("profile_id"), value_set=later.column("profile_id"))
     where = pc.fill_null(where, -1).to_numpy()
     out = np.zeros((inputs.num_rows, len(cfg.targets)), dtype=np.float32)
     for j, target in enumerate(cfg.targets):
         end = start + target.horizon_days * _MS_PER_DAY
-        is_type = pc.is_in(types, value_set=pa.array(target.event_types)).to_numpy(
-            zero_copy_only=False
-        )
-        hit = is_type & (ts > start) & (ts <= end)
+        hit = _matches(later, target) & (ts > start) & (ts <= end)
         positive = np.bincount(owner[hit], minlength=later.num_rows) > 0
         present = where >= 0
         out[present, j] = positive[where[present]]
     return out
+
+
+def _matches(later: pa.Table, target: TargetConfig) -> np.ndarray:
+    """Per flat event of `later`: whether it is of the target's types and items."""
+
+    def flat(column: str) -> pa.Array:
+        return later.column(column).combine_chunks().flatten()
+
+    def member(values: pa.Array, allowed: list) -> np.ndarray:
+        # Null (an event without that field) is never a member.
+        return pc.fill_null(pc.is_in(values, value_set=pa.array(allowed)), False).to_numpy(
+            zero_copy_only=False
+        )
+
+    hit = member(flat("event_type"), target.event_types)
+    for field, column in ITEM_FIELDS.items():
+        allowed = target.hashed(field)
+        if allowed is not None:
+            hit &= member(flat(column), allowed)
+    if target.min_price is not None:
+        price = pc.fill_null(flat("price"), -1.0).to_numpy(zero_copy_only=False)
+        hit &= price >= target.min_price
+    return hit

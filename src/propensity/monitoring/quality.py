@@ -23,7 +23,7 @@ from scipy.stats import norm
 from propensity import storage
 from propensity.config import Config
 from propensity.model import metrics, stats
-from propensity.model.labels import labels
+from propensity.model.labels import LABEL_COLUMNS, labels
 from propensity.predictions import read_manifest
 from propensity.registry import store
 from propensity.ui import kv
@@ -40,7 +40,7 @@ def matured_labels(cfg: Config, ids: pa.Table, then: dt.date, now: dt.date) -> n
     for uri in storage.parquet_files(storage.partition(cfg.uri("histories"), now)):
         pf = storage.open_parquet(uri)
         for rb in pf.iter_batches(batch_size=LABEL_READ_ROWS,
-                                  columns=["profile_id", "ts", "event_type"]):
+                                  columns=LABEL_COLUMNS):
             # A profile lives in one histories row; a positive anywhere is the label.
             np.maximum(out, labels(ids, pa.Table.from_batches([rb]), cfg, then), out=out)
     return out

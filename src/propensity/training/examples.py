@@ -29,7 +29,7 @@ from propensity import storage
 from propensity.config import Config
 from propensity.errors import MissingInput
 from propensity.model.batches import ENCODED_LIST_COLUMNS, EncodedHistories, FeatureSpec, encode
-from propensity.model.labels import labels
+from propensity.model.labels import LABEL_COLUMNS, labels
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _read_pair(cfg: Config, k: int, day: dt.date) -> tuple[pa.Table, np.ndarray]
     if missing:
         return f"missing or incomplete: {', '.join(missing)}"
     table = storage.read_parquet(in_part, columns=INPUT_COLUMNS)
-    later = storage.read_parquet(label_part, columns=["profile_id", "ts", "event_type"])
+    later = storage.read_parquet(label_part, columns=LABEL_COLUMNS)
     y = labels(table, later, cfg, first)
     t = cfg.training
     if table.num_rows < t.min_pair_examples:
