@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,19 @@ def test_production_config_requires_a_key(monkeypatch):
     monkeypatch.delenv(cfg.privacy.key_env, raising=False)
     with pytest.raises(ConfigError, match=cfg.privacy.key_env):
         cfg.pseudonym_key()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("targets=[{name: a, categories: []}]", "targets.a.categories: an empty list"),
+        ("targets=[{name: a, brands: [x, x]}]", "targets.a.brands: duplicate values"),
+        ("targets=[{name: a, event_types: [nope]}]", "targets.a.event_types: ['nope'] not in"),
+        ("targets=[{name: a, event_types: []}]", "targets.a.event_types: must name"),
+        ("targets=[{name: a}, {name: a}]", "duplicate names"),
+        ("targets=[{name: a, min_price: -1}]", "min_price"),
+    ],
+)
+def test_bad_targets_are_errors_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(overrides=[override])

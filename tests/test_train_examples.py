@@ -146,3 +146,63 @@ def test_no_usable_pair_is_a_clear_missing_input_error(tmp_path):
     with pytest.raises(MissingInput, match="no usable snapshot pair") as err:
         load_examples(cfg, D)
     assert f"dt={D - dt.timedelta(days=H)}" in str(err.value)
+
+
+def test_item_targets_match_the_hashed_category_brand_and_price(tmp_path):
+    from propensity.hashing import xxhash64
+
+    cfg = make_config(
+        tmp_path,
+        "targets=[{name: order_7d},"
+        " {name: sneakers_7d, categories: [sneakers, boots]},"
+        " {name: brand_pricey_7d, brands: [b0007], min_price: 50}]",
+    )
+    sneakers, boots, bags = xxhash64("sneakers"), xxhash64("boots"), xxhash64("bags")
+    brand, other_brand = xxhash64("b0007"), xxhash64("b0008")
+    past = event(END_IN - 10, "view", 1, brand, sneakers, 60.0)
+    at = END_IN + 86_400_000
+    later = {
+        "sneakers_cheap": [past, event(at, "order", 1, other_brand, sneakers, 10.0)],
+        "boots_brand_pricey": [past, event(at, "order", 2, brand, boots, 80.0)],
+        "bags_brand_cheap": [past, event(at, "order", 3, brand, bags, 49.99)],
+        "sneakers_viewed_only": [past, event(at, "view", 1, brand, sneakers, 60.0)],
+        "no_category": [past, event(at, "order", 4, brand, None, 50.0)],
+    }
+    inputs = histories_table({pid: [past] for pid in later}, START)
+    y = labels(inputs, histories_table(later, D), cfg, START)
+    got = dict(zip(inputs.column("profile_id").to_pylist(), y.tolist()))
+    assert got == {
+        "sneakers_cheap": [1.0, 1.0, 0.0],
+        "boots_brand_pricey": [1.0, 1.0, 1.0],
+        "bags_brand_cheap": [1.0, 0.0, 0.0],  # below min_price
+        "sneakers_viewed_only": [0.0, 0.0, 0.0],  # the right item, not an order
+        "no_category": [1.0, 0.0, 1.0],  # a null category matches no category list
+    }
+
+
+def test_baseline_adds_item_features_for_an_item_target(tmp_path):
+    from propensity.hashing import xxhash64
+    from propensity.training import baseline
+
+    cfg = make_config(tmp_path, "targets=[{name: order_7d}, {name: bags_7d, categories: [bags]}]")
+    bags, shoes = xxhash64("bags"), xxhash64("sneakers")
+    rows = {
+        "bag_viewer": [event(END_IN - 3_600_000, "view", 1, 1, bags, 5.0),
+                       event(END_IN - 7_200_000, "view", 2, 1, bags, 5.0)],
+        "shoe_viewer": [event(END_IN - 3_600_000, "view", 3, 1, shoes, 5.0)],
+    }
+    table = histories_table(rows, START)
+    types = list(cfg.events.types)
+    plain, items = cfg.targets
+    assert baseline.features(table, START, types, plain).shape[1] == len(
+        baseline.feature_names(types, plain))
+    X = baseline.features(table, START, types, items)
+    names = baseline.feature_names(types, items)
+    assert X.shape[1] == len(names) == 2 * len(baseline.feature_names(types))
+    order = table.column("profile_id").to_pylist()
+    col = names.index("log_items_count_view_all")
+    assert X[order.index("bag_viewer"), col] == pytest.approx(np.log1p(2))
+    assert X[order.index("shoe_viewer"), col] == 0.0
+    # The shared block counts every view of both.
+    assert X[order.index("shoe_viewer"), names.index("log_count_view_all")] == pytest.approx(
+        np.log1p(1))

@@ -49,22 +49,27 @@ def labels(inputs: pa.Table, later: pa.Table, cfg: Config, as_of: dt.date) -> np
 
 def _matches(later: pa.Table, target: TargetConfig) -> np.ndarray:
     """Per flat event of `later`: whether it is of the target's types and items."""
+    types = later.column("event_type").combine_chunks().flatten()
+    return _member(types, target.event_types) & item_matches(later, target)
 
-    def flat(column: str) -> pa.Array:
-        return later.column(column).combine_chunks().flatten()
 
-    def member(values: pa.Array, allowed: list) -> np.ndarray:
-        # Null (an event without that field) is never a member.
-        return pc.fill_null(pc.is_in(values, value_set=pa.array(allowed)), False).to_numpy(
-            zero_copy_only=False
-        )
-
-    hit = member(flat("event_type"), target.event_types)
+def item_matches(table: pa.Table, target: TargetConfig) -> np.ndarray:
+    """Per flat event of a histories table: whether its article meets the target's item
+    predicates (all True for a target on event types only)."""
+    n = len(table.column("ts").combine_chunks().flatten())
+    hit = np.ones(n, dtype=bool)
     for field, column in ITEM_FIELDS.items():
         allowed = target.hashed(field)
         if allowed is not None:
-            hit &= member(flat(column), allowed)
+            hit &= _member(table.column(column).combine_chunks().flatten(), allowed)
     if target.min_price is not None:
-        price = pc.fill_null(flat("price"), -1.0).to_numpy(zero_copy_only=False)
-        hit &= price >= target.min_price
+        price = table.column("price").combine_chunks().flatten()
+        hit &= pc.fill_null(price, -1.0).to_numpy(zero_copy_only=False) >= target.min_price
     return hit
+
+
+def _member(values: pa.Array, allowed: list) -> np.ndarray:
+    # Null (an event without that field) is never a member.
+    return pc.fill_null(pc.is_in(values, value_set=pa.array(allowed)), False).to_numpy(
+        zero_copy_only=False
+    )

@@ -296,8 +296,8 @@ def _train(cfg: Config, day: dt.date, cold: bool, callbacks) -> dict:
     gate_y = examples.labels[examples.gate_rows]
     gate_scores = scores[np.isin(examples.val_rows, examples.gate_rows)]
     cand = metrics(gate_scores, gate_y, targets)
-    base_scores = baseline.fit_predict(examples, list(cfg.events.types), examples.gate_rows,
-                                       cfg.training.seed)
+    base_scores = baseline.fit_predict(examples, list(cfg.events.types), cfg.targets,
+                                       examples.gate_rows, cfg.training.seed)
     champ_scores, champ_targets = _champion_scores(cfg, champion, examples, device)
     gate = decide(cfg.gate, gate_y, targets, gate_scores, base_scores, champ_scores,
                   champ_targets)
@@ -315,7 +315,8 @@ def _train(cfg: Config, day: dt.date, cold: bool, callbacks) -> dict:
             "labels": storage.partition(histories, day),
         },
         "baseline": {"method": baseline.METHOD,
-                     "features": baseline.feature_names(list(cfg.events.types)),
+                     "features": {t.name: baseline.feature_names(list(cfg.events.types), t)
+                                  for t in cfg.targets},
                      "metrics": metrics(base_scores, gate_y, targets)},
         "config": cfg.model_dump(mode="json", exclude={"privacy"}),
         "model": cfg.model.model_dump(),
