@@ -121,12 +121,15 @@ def quality(args) -> None:
     seconds = time.perf_counter() - t
 
     ex = load_examples(cfg, day)
-    y = ex.labels[:, 0]
+    j = cfg.target_names.index(args.target) if args.target else 0
+    target = cfg.targets[j]
+    y = ex.labels[:, j]
     model, _ = store.load_model(cfg, meta["version"])
     rows = ex.val_rows  # every pair's validation rows: ~7x the gate's, so a smaller error
-    p_lstm = predict(model, ex.encoded, rows, cfg.scoring.batch_size)[:, 0]
+    p_lstm = predict(model, ex.encoded, rows, cfg.scoring.batch_size)[:, j]
     # Truth and oracle of each pair's input day, joined through the pseudonymised ids.
-    truth = {c: np.full(len(rows), np.nan) for c in ("p_order_7d", "p_order_7d_observable")}
+    column = f"p_{target.name}"
+    truth = {c: np.full(len(rows), np.nan) for c in (column, f"{column}_observable")}
     pair = ex.pair_of(rows)
     for i, p in enumerate(ex.pairs):
         mine = np.flatnonzero(pair == i)
@@ -141,9 +144,10 @@ def quality(args) -> None:
         for c in cols:
             truth[c][mine[ok]] = t.column(c).to_numpy()[where[ok].astype(int)]
 
-    X = baseline.example_features(ex, list(cfg.events.types))
+    X = baseline.example_features(ex, list(cfg.events.types), target)
     t_lr = time.perf_counter()
-    lr = baseline.fit_predict(ex, list(cfg.events.types), rows, cfg.training.seed)[:, 0]
+    lr = baseline.fit_predict(ex, list(cfg.events.types), cfg.targets, rows,
+                              cfg.training.seed)[:, j]
     t_lr = time.perf_counter() - t_lr
     t_gb = time.perf_counter()
     gbdt = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05,
@@ -152,10 +156,10 @@ def quality(args) -> None:
     p_gb = gbdt.predict_proba(X[rows])[:, 1]
     t_gb = time.perf_counter() - t_gb
     scores = {"lstm": p_lstm, "logistic_regression": lr, "gbdt": p_gb}
-    known = ~np.isnan(truth["p_order_7d"])
+    known = ~np.isnan(truth[column])
     for c, v in truth.items():
         if not np.isnan(v).all():
-            scores[c.replace("p_order_7d", "truth")] = v
+            scores[c.replace(column, "truth")] = v
     gate = np.isin(rows, ex.gate_rows)
 
     def aucs(mask: np.ndarray) -> dict:
@@ -168,6 +172,7 @@ def quality(args) -> None:
     vs = {k: paired_auc_test(yk, scores["lstm"][known], scores[k][known])
           for k in ("logistic_regression", "gbdt", "truth_observable") if k in scores}
     result = {
+        "target": target.model_dump(exclude_none=True),
         "load_average_start": start_load,
         "load_average_end": load(),
         "snapshot_pairs": len(ex.pairs),
@@ -319,7 +324,9 @@ def main() -> None:
     q = sub.add_parser("quality")
     q.add_argument("--epochs", type=int, default=12)
     q.add_argument("--batch-size", type=int, default=128)
-    q.add_argument("--set", action="append", default=[], help="config override key=value")
+    q.add_argument("--target", help="the target to report (default: the config's first)")
+    for x in (d, q):
+        x.add_argument("--set", action="append", default=[], help="config override key=value")
     s = sub.add_parser("speed")
     s.add_argument("--rows", type=int, default=30_000)
     s.add_argument("--batch-size", type=int, default=256)

@@ -17,6 +17,8 @@ Encodings (the feature spec recorded with every model):
 - log gap: log1p(hours since the previous event of the profile), 0 for the first event;
 - log price: log1p(price), 0 when null;
 - hour: fractional hour of day (UTC) of the event; weekday: 0 = Monday;
+- item match: per event and per target on items (ItemPredicate in the spec), 1 when the event
+  is on an article the target names (its categories, brands, ids, minimum price), else 0;
 - context per profile, at the prediction time (end of the snapshot day, UTC): log1p(hours since
   the last event), weekday one-hot of the prediction time. (No day of the year: trained on a few
   weeks, it is a date id, and every later day's scores fell tenfold; docs/score.md.)
@@ -35,6 +37,7 @@ import torch
 
 from propensity.config import Config
 from propensity.errors import BadInput
+from propensity.model.items import ITEM_COLUMNS, ItemPredicate
 
 # The list columns the encoder reads: the stored ones (the histories contract) less
 # `event_key`, which only dedupes events across days.
@@ -44,9 +47,9 @@ CONTEXT_FEATURES = [
     *[f"predict_weekday_{d}" for d in range(7)],
 ]
 # Bump when the model inputs change meaning or shape (2: per-event log age in the model; 3: the
-# event-type one-hot and counts per type; no day of the year), so the registry refuses models
-# encoded the old way instead of scoring them wrongly.
-FEATURE_SPEC_VERSION = 3
+# event-type one-hot and counts per type; no day of the year; 4: item match flags of targets on
+# items), so the registry refuses models encoded the old way instead of scoring them wrongly.
+FEATURE_SPEC_VERSION = 4
 _MS_PER_HOUR = 3_600_000
 _MS_PER_DAY = 86_400_000
 
@@ -59,6 +62,8 @@ class FeatureSpec:
     article_buckets: int
     brand_buckets: int
     category_buckets: int
+    # One per target on items, in target order: the events the model flags as matching it.
+    items: tuple[ItemPredicate, ...] = ()
     version: int = FEATURE_SPEC_VERSION
 
     @classmethod
@@ -70,15 +75,22 @@ class FeatureSpec:
             article_buckets=m.article_buckets,
             brand_buckets=m.brand_buckets,
             category_buckets=m.category_buckets,
+            items=item_predicates(cfg),
         )
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureSpec:
         """Inverse of `to_dict` (as read from model.json)."""
-        return cls(**{**d, "types": tuple(d["types"])})
+        items = tuple(ItemPredicate.from_dict(p) for p in d.get("items", ()))
+        return cls(**{**d, "types": tuple(d["types"]), "items": items})
 
     def to_dict(self) -> dict:
         return {**asdict(self), "types": list(self.types)}
+
+
+def item_predicates(cfg: Config) -> tuple[ItemPredicate, ...]:
+    """The item predicates of a config's targets on items, in target order."""
+    return tuple(ItemPredicate.of(t) for t in cfg.targets if t.on_items)
 
 
 @dataclass
@@ -97,6 +109,7 @@ class Batch:
     log_price: torch.Tensor  # float32 log1p(price), 0 when null
     hour: torch.Tensor  # float32 hour of day in [0, 24), UTC
     weekday: torch.Tensor  # int64 0 = Monday
+    item_match: torch.Tensor  # float32 [B, T, len(FeatureSpec.items)] 1 = on the target's items
     lengths: torch.Tensor  # int64 [B] number of real events, >= 1
     context: torch.Tensor  # float32 [B, len(CONTEXT_FEATURES)]
     rows: torch.Tensor  # int64 [B] row indices in the encoded table
@@ -144,6 +157,7 @@ class EncodedHistories:
     log_price: np.ndarray  # float32 [E]
     hour: np.ndarray  # float32 [E]
     weekday: np.ndarray  # int8 [E]
+    item_match: np.ndarray  # uint8 [E, len(FeatureSpec.items)]
     context: np.ndarray  # float32 [N, C]
 
     def __len__(self) -> int:
@@ -164,7 +178,7 @@ class EncodedHistories:
         flat = (self.offsets[rows][:, None] + steps[None, :])[mask]
 
         def pad(values: np.ndarray, dtype) -> torch.Tensor:
-            out = np.zeros((len(rows), width), dtype=dtype)
+            out = np.zeros((len(rows), width, *values.shape[1:]), dtype=dtype)
             out[mask] = values[flat]
             return torch.from_numpy(out)
 
@@ -177,6 +191,7 @@ class EncodedHistories:
             log_price=pad(self.log_price, np.float32),
             hour=pad(self.hour, np.float32),
             weekday=pad(self.weekday, np.int64),
+            item_match=pad(self.item_match, np.float32),
             lengths=torch.from_numpy(np.maximum(lengths, 1)),
             context=torch.from_numpy(self.context[rows]),
             rows=torch.from_numpy(rows.copy()),
@@ -248,6 +263,11 @@ def encode(
     last_ts[has] = ts[offsets[1:][has] - 1]
     last_ts[~has] = prediction_time_ms(as_of)
 
+    flat = {name: cols[name].flatten() for name in ITEM_COLUMNS}
+    item_match = np.zeros((len(ts), len(spec.items)), dtype=np.uint8)
+    for j, predicate in enumerate(spec.items):
+        item_match[:, j] = predicate.matches(flat)
+
     return EncodedHistories(
         offsets=offsets,
         event_type=event_type,
@@ -258,6 +278,7 @@ def encode(
         log_price=log_price,
         hour=hour,
         weekday=weekday,
+        item_match=item_match,
         context=context_features(last_ts, as_of),
     )
 

@@ -18,12 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.config import ITEM_FIELDS, Config, TargetConfig
+from propensity.config import Config, TargetConfig
 from propensity.model.batches import prediction_time_ms
+from propensity.model.items import ITEM_COLUMNS, ItemPredicate, flat_items
 
 _MS_PER_DAY = 86_400_000
 # The history columns the labels read from the later snapshot.
-LABEL_COLUMNS = ["profile_id", "ts", "event_type", *ITEM_FIELDS.values(), "price"]
+LABEL_COLUMNS = ["profile_id", "ts", "event_type", *ITEM_COLUMNS]
 
 
 def labels(inputs: pa.Table, later: pa.Table, cfg: Config, as_of: dt.date) -> np.ndarray:
@@ -50,26 +51,11 @@ def labels(inputs: pa.Table, later: pa.Table, cfg: Config, as_of: dt.date) -> np
 def _matches(later: pa.Table, target: TargetConfig) -> np.ndarray:
     """Per flat event of `later`: whether it is of the target's types and items."""
     types = later.column("event_type").combine_chunks().flatten()
-    return _member(types, target.event_types) & item_matches(later, target)
+    is_type = pc.fill_null(pc.is_in(types, value_set=pa.array(target.event_types)), False)
+    return is_type.to_numpy(zero_copy_only=False) & item_matches(later, target)
 
 
 def item_matches(table: pa.Table, target: TargetConfig) -> np.ndarray:
     """Per flat event of a histories table: whether its article meets the target's item
     predicates (all True for a target on event types only)."""
-    n = len(table.column("ts").combine_chunks().flatten())
-    hit = np.ones(n, dtype=bool)
-    for field, column in ITEM_FIELDS.items():
-        allowed = target.hashed(field)
-        if allowed is not None:
-            hit &= _member(table.column(column).combine_chunks().flatten(), allowed)
-    if target.min_price is not None:
-        price = table.column("price").combine_chunks().flatten()
-        hit &= pc.fill_null(price, -1.0).to_numpy(zero_copy_only=False) >= target.min_price
-    return hit
-
-
-def _member(values: pa.Array, allowed: list) -> np.ndarray:
-    # Null (an event without that field) is never a member.
-    return pc.fill_null(pc.is_in(values, value_set=pa.array(allowed)), False).to_numpy(
-        zero_copy_only=False
-    )
+    return ItemPredicate.of(target).matches(flat_items(table))

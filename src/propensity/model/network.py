@@ -1,12 +1,13 @@
 """The propensity model (shared/DESIGN.md, "Model"): one LSTM layer over per-event vectors.
 
 Per event: embeddings of event type and hashed article, brand and category; a one-hot of the
-event type; log time since the previous event; log age (time from the event to the prediction
+event type; for each target on items, a flag for events on its items; log time since the
+previous event; log age (time from the event to the prediction
 time); log price; time of day (sin/cos) and weekday (one-hot). The LSTM's hidden state at each
 history's last real event, with the profile context (time since the last event, calendar
 features of the prediction time) and the log of decayed event counts per type (sum over events
-of one-hot(type) * exp(-age / tau), for each tau in `model.count_decay_days`), feeds a small head
-with one logit per target.
+of one-hot(type) * exp(-age / tau), for each tau in `model.count_decay_days`), then the same
+counts of the events on each item target's items, feeds a small head with one logit per target.
 
 Why the counts: recency-weighted frequencies are what a logistic regression on hand-made features
 lives on, and an LSTM learns sums over hundreds of steps slowly from a few thousand positives;
@@ -24,12 +25,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import torch
 from torch import nn
 
 from propensity.config import Config
-from propensity.model.batches import CONTEXT_FEATURES, Batch, FeatureSpec
+from propensity.model.batches import CONTEXT_FEATURES, Batch, FeatureSpec, item_predicates
+from propensity.model.items import ItemPredicate
 
 # Log features (hours, prices) span about 0..10: scaled to about 0..2.5 so LSTM gates and the
 # head start out of saturation.
@@ -71,9 +74,11 @@ def log_age(batch: Batch) -> torch.Tensor:
 class PropensityModel(nn.Module):
     """LSTM propensity model; `forward(batch)` gives logits [B, n_targets]."""
 
-    def __init__(self, model_cfg, types: Sequence[str], targets: Sequence[str]):
+    def __init__(self, model_cfg, types: Sequence[str], targets: Sequence[str],
+                 items: Sequence[ItemPredicate] = ()):
         """Build from the config's `model` section, the event types (index 0 = "other", as in
-        `cfg.events.types`) and the target names (one logit each, in this order)."""
+        `cfg.events.types`), the target names (one logit each, in this order) and the item
+        predicates of the targets on items (`batches.item_predicates`)."""
         super().__init__()
         m = model_cfg
         self.model_cfg = m
@@ -82,6 +87,7 @@ class PropensityModel(nn.Module):
             article_buckets=m.article_buckets,
             brand_buckets=m.brand_buckets,
             category_buckets=m.category_buckets,
+            items=tuple(items),
         )
         self.targets = list(targets)
         self.type_emb = nn.Embedding(len(types), m.type_dim)
@@ -95,6 +101,7 @@ class PropensityModel(nn.Module):
             ("article", m.article_dim),
             ("brand", m.brand_dim),
             ("category", m.category_dim),
+            ("item_match", len(items)),
             ("log_gap", 1),
             ("log_age", 1),
             ("log_price", 1),
@@ -109,7 +116,8 @@ class PropensityModel(nn.Module):
         self.input_size = start
         self.lstm = nn.LSTM(self.input_size, m.hidden_size, num_layers=1, batch_first=True)
         n_context = len(CONTEXT_FEATURES)
-        self.n_counts = 2 * len(self.count_decay_hours) * len(types)  # decayed and windowed
+        # Decayed and windowed, per type, of all events then of each item target's.
+        self.n_counts = 2 * len(self.count_decay_hours) * len(types) * (1 + len(items))
         # Standardises the profile-level inputs (as the baseline regression's scaler does), so
         # the wide part's weights all learn at one pace. Fixed statistics of the training rows
         # (`fit_profile_scaler`), saved with the weights: batch statistics would not do, as
@@ -138,7 +146,7 @@ class PropensityModel(nn.Module):
     @classmethod
     def from_config(cls, cfg: Config) -> PropensityModel:
         """A fresh model for a whole config (its event types and targets)."""
-        return cls(cfg.model, cfg.events.types, cfg.target_names)
+        return cls(cfg.model, cfg.events.types, cfg.target_names, item_predicates(cfg))
 
     def architecture(self) -> dict:
         """What must match for weights to be exchangeable (warm start)."""
@@ -147,6 +155,7 @@ class PropensityModel(nn.Module):
             "types": list(self.spec.types),
             "targets": list(self.targets),
             "feature_spec_version": self.spec.version,
+            "items": [asdict(p) for p in self.spec.items],
             "input_size": self.input_size,
         }
 
@@ -159,6 +168,7 @@ class PropensityModel(nn.Module):
             self.article_emb(batch.article),
             self.brand_emb(batch.brand),
             self.category_emb(batch.category),
+            batch.item_match.to(batch.log_gap.dtype),
             (batch.log_gap * _LOG_SCALE).unsqueeze(-1),
             (log_age(batch) * _LOG_SCALE).unsqueeze(-1),
             (batch.log_price * _LOG_SCALE).unsqueeze(-1),
@@ -190,6 +200,10 @@ class PropensityModel(nn.Module):
         weights = torch.cat([torch.exp(-span), (span <= 1).to(span.dtype)], dim=-1)
         weights = weights.to(x.dtype) * real.unsqueeze(-1)  # [B, T, 2W]
         onehot = x[..., self.feature_groups["type_onehot"]]  # [B, T, K]
+        flags = x[..., self.feature_groups["item_match"]]  # [B, T, J]
+        if flags.shape[-1]:  # the one-hot of the events on each target's items: [B, T, K(1+J)]
+            on_items = (flags.unsqueeze(-1) * onehot.unsqueeze(-2)).flatten(-2)
+            onehot = torch.cat([onehot, on_items], dim=-1)
         per_step = weights.unsqueeze(-1) * onehot.unsqueeze(-2)  # [B, T, 2W, K]
         counts = (per_step.cumsum(dim=1) if running else per_step.sum(dim=1)).clamp(min=0)
         w = len(self.count_decay_hours)

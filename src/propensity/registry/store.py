@@ -242,9 +242,12 @@ def read_weights(cfg: Config, version: str, meta: dict | None = None) -> tuple[d
 
 def build_model(meta: dict):
     """An untrained PropensityModel with the architecture recorded in `meta`."""
+    from propensity.model.batches import FeatureSpec
     from propensity.model.network import PropensityModel
 
-    return PropensityModel(ModelConfig(**meta["model"]), meta["types"], meta["targets"])
+    spec = FeatureSpec.from_dict(meta["feature_spec"])
+    return PropensityModel(ModelConfig(**meta["model"]), meta["types"], meta["targets"],
+                           spec.items)
 
 
 def load_model(cfg: Config, version: str | None = None):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
@@ -125,8 +125,7 @@ def concat_encoded(parts: list[EncodedHistories]) -> EncodedHistories:
     offsets = np.concatenate(
         [parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, shifts)]
     )
-    names = ["event_type", "article", "brand", "category", "log_gap", "log_price", "hour",
-             "weekday", "context"]
+    names = [f.name for f in fields(EncodedHistories) if f.name != "offsets"]
     return EncodedHistories(
         offsets=offsets, **{n: np.concatenate([getattr(p, n) for p in parts]) for n in names}
     )
