@@ -50,6 +50,7 @@ _ARCH_FIELDS = (
     "category_dim",
     "count_decay_days",
     "wide",
+    "day_steps",
 )
 _HOURS_PER_DAY = 24.0
 COUNT_FLOOR = 0.01  # added to decayed counts before the log: "none" sits at log(0.01) = -4.6
@@ -128,9 +129,20 @@ class PropensityModel(nn.Module):
         scale = torch.ones(n_context)
         scale[CONTEXT_FEATURES.index("log_hours_since_last")] = _LOG_SCALE
         self.register_buffer("context_scale", scale, persistent=False)
+        # A second LSTM over the last `day_steps` days: per day the events per channel of the
+        # counts (type, and type on each item target's items) and the day's weekday. A shop's
+        # intent moves day by day; this is the shape of a filter over daily states, which the
+        # event LSTM, stepping through events, does not learn from a few thousand positives.
+        self.day_steps = m.day_steps
+        n_channels = len(types) * (1 + len(items))
+        self.day_lstm = (
+            nn.LSTM(n_channels + 7, m.hidden_size, num_layers=1, batch_first=True)
+            if self.day_steps else None
+        )
+        n_day = m.hidden_size if self.day_steps else 0
         self.head = nn.Sequential(
             nn.Dropout(m.dropout),
-            nn.Linear(m.hidden_size + n_context + self.n_counts, m.hidden_size),
+            nn.Linear(m.hidden_size + n_day + n_context + self.n_counts, m.hidden_size),
             nn.ReLU(),
             nn.Linear(m.hidden_size, len(self.targets)),
         )
@@ -184,6 +196,47 @@ class PropensityModel(nn.Module):
         out, _ = self.lstm(x)
         return out
 
+    def count_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """Per step, what the counts count [B, T, K(1+J)]: the one-hot of the event type, then
+        for each of the J item targets that one-hot where the event is on the target's items."""
+        onehot = x[..., self.feature_groups["type_onehot"]]  # [B, T, K]
+        flags = x[..., self.feature_groups["item_match"]]  # [B, T, J]
+        if not flags.shape[-1]:
+            return onehot
+        on_items = (flags.unsqueeze(-1) * onehot.unsqueeze(-2)).flatten(-2)
+        return torch.cat([onehot, on_items], dim=-1)
+
+    def day_states(self, x: torch.Tensor, batch: Batch, running: bool = False) -> torch.Tensor:
+        """The day LSTM's last state [B, H] (`running`: [B, T, H], counting only the events up
+        to each step): over the last `day_steps` days, oldest first, per day log1p(events per
+        count channel) and the day's weekday one-hot."""
+        B, T = batch.event_type.shape
+        D = self.day_steps
+        steps = torch.arange(T, device=x.device)
+        real = steps[None, :] < batch.lengths.to(x.device)[:, None]
+        age = torch.expm1(log_age(batch).to(x.device).float()).clamp(min=0)
+        ago = torch.div(age, _HOURS_PER_DAY, rounding_mode="floor").long()  # 0: the last day
+        keep = (real & (ago < D)).to(x.dtype)
+        slot = nn.functional.one_hot((D - 1 - ago).clamp(0, D - 1), D).to(x.dtype)
+        slot = slot * keep.unsqueeze(-1)  # [B, T, D]
+        channels = self.count_channels(x)  # [B, T, C]
+        if running:
+            per_day = (slot.unsqueeze(-1) * channels.unsqueeze(-2)).cumsum(dim=1)  # [B, T, D, C]
+        else:
+            per_day = torch.einsum("btd,btc->bdc", slot, channels).unsqueeze(1)  # [B, 1, D, C]
+        # Weekday of each day slot: the prediction time is the end of the day before the
+        # context's prediction weekday.
+        w0 = CONTEXT_FEATURES.index("predict_weekday_0")
+        predict_weekday = batch.context[:, w0 : w0 + 7].argmax(dim=1).to(x.device)
+        offsets = torch.arange(D, 0, -1, device=x.device)  # days before the prediction weekday
+        weekday = nn.functional.one_hot((predict_weekday[:, None] - offsets) % 7, 7)
+        n = per_day.shape[1]
+        weekday = weekday.to(x.dtype).unsqueeze(1).expand(-1, n, -1, -1)
+        days = torch.cat([torch.log1p(per_day.clamp(min=0)), weekday], dim=-1)  # [B, n, D, C+7]
+        out, _ = self.day_lstm(days.flatten(0, 1))
+        last = out[:, -1].view(B, n, -1)
+        return last if running else last[:, 0]
+
     def decayed_counts(self, x: torch.Tensor, batch: Batch, running: bool = False) -> torch.Tensor:
         """Counts per event type and time span T [B, n_counts] at the prediction time: first
         log(COUNT_FLOOR + sum of exp(-age / T)) for every T, then log1p(events of age <= T)
@@ -199,12 +252,8 @@ class PropensityModel(nn.Module):
         span = age.unsqueeze(-1) / tau  # [B, T, W]
         weights = torch.cat([torch.exp(-span), (span <= 1).to(span.dtype)], dim=-1)
         weights = weights.to(x.dtype) * real.unsqueeze(-1)  # [B, T, 2W]
-        onehot = x[..., self.feature_groups["type_onehot"]]  # [B, T, K]
-        flags = x[..., self.feature_groups["item_match"]]  # [B, T, J]
-        if flags.shape[-1]:  # the one-hot of the events on each target's items: [B, T, K(1+J)]
-            on_items = (flags.unsqueeze(-1) * onehot.unsqueeze(-2)).flatten(-2)
-            onehot = torch.cat([onehot, on_items], dim=-1)
-        per_step = weights.unsqueeze(-1) * onehot.unsqueeze(-2)  # [B, T, 2W, K]
+        onehot = self.count_channels(x)  # [B, T, C]
+        per_step = weights.unsqueeze(-1) * onehot.unsqueeze(-2)  # [B, T, 2W, C]
         counts = (per_step.cumsum(dim=1) if running else per_step.sum(dim=1)).clamp(min=0)
         w = len(self.count_decay_hours)
         # log(floor + decayed): for many recent events the log count (frequency), for one old
@@ -253,6 +302,8 @@ class PropensityModel(nn.Module):
         states = self.hidden_states(x)
         last = (batch.lengths.to(states.device) - 1).clamp(min=0)
         final = states[torch.arange(states.shape[0], device=states.device), last]
+        if self.day_lstm is not None:
+            final = torch.cat([final, self.day_states(x, batch).to(final.dtype)], dim=-1)
         return self._head(final, batch.context, self.decayed_counts(x, batch))
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -265,5 +316,8 @@ class PropensityModel(nn.Module):
         steps at or beyond `lengths[b]` are padding and meaningless."""
         x = self.embed(batch)
         states = self.hidden_states(x)
+        if self.day_lstm is not None:
+            days = self.day_states(x, batch, running=True).to(states.dtype)
+            states = torch.cat([states, days], dim=-1)
         context = batch.context.unsqueeze(1).expand(-1, states.shape[1], -1)
         return self._head(states, context, self.decayed_counts(x, batch, running=True))
