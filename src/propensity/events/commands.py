@@ -19,8 +19,13 @@ log = logging.getLogger(__name__)
 def generate(
     start: Annotated[
         dt.date,
-        typer.Option("--start", help="First day.", parser=parse_date, metavar="YYYY-MM-DD",
-                     show_default=False),
+        typer.Option(
+            "--start",
+            help="First day.",
+            parser=parse_date,
+            metavar="YYYY-MM-DD",
+            show_default=False,
+        ),
     ],
     days: Annotated[
         int, typer.Option("--days", help="Number of daily partitions.", show_default=False)
