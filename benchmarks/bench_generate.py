@@ -19,7 +19,6 @@ import argparse
 import collections
 import datetime as dt
 import gzip
-import inspect
 import json
 import pathlib
 import resource
@@ -57,19 +56,17 @@ def child(fmt: str, profiles: int, days: int) -> None:
     )
 
 
-def stream_stats(profiles: int, days: int) -> dict:
-    """Statistics of a seeded JSON-lines run (seed 1), read back from its files."""
+def stream_stats(profiles: int, days: int, seed: int) -> dict:
+    """Statistics of a seeded JSON-lines run, read back from its files."""
     from propensity.config import TargetConfig
     from propensity.events.generate import generate_stream
 
     with tempfile.TemporaryDirectory() as out:
-        kwargs = {}
-        if "targets" in inspect.signature(generate_stream).parameters:  # after issue #16
-            kwargs["targets"] = [
-                TargetConfig(name="order_7d"),
-                TargetConfig(name="sneakers_14d", horizon_days=14, categories=["sneakers"]),
-            ]
-        summary = generate_stream(out, START, days, profiles, seed=1, **kwargs)
+        targets = [
+            TargetConfig(name="order_7d"),
+            TargetConfig(name="sneakers_14d", horizon_days=14, categories=["sneakers"]),
+        ]
+        summary = generate_stream(out, START, days, profiles, seed=seed, targets=targets)
         rows = []
         for part in sorted(pathlib.Path(out).glob("dt=*/part-*.jsonl.gz")):
             rows.extend(
@@ -101,10 +98,9 @@ def stream_stats(profiles: int, days: int) -> dict:
         "orders_in_top3_browsed_categories": float(in_top),
         "sneakers_share_of_orders": sneakers,
     }
-    for name, t in getattr(summary, "targets", {}).items():
+    for name, t in summary.targets.items():
         for key in ("share", "truth_auc", "observable_auc"):
-            if t[key]:
-                out[f"{name}_{key}"] = float(np.nanmean(list(t[key].values())))
+            out[f"{name}_{key}"] = float(np.nanmean(list(getattr(t, key).values())))
     return out
 
 
@@ -192,13 +188,14 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--sample", type=int, default=200_000, help="events for the naive baseline")
     ap.add_argument("--stats", action="store_true", help="stream statistics, default 5000 x 21")
+    ap.add_argument("--seed", type=int, default=1, help="of --stats")
     ap.add_argument("--child", choices=["jsonl", "parquet"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stats:
         profiles = 5000 if args.profiles == ap.get_default("profiles") else args.profiles
         days = 21 if args.days == ap.get_default("days") else args.days
-        print(f"stats --profiles {profiles} --days {days} --seed 1")
-        print(json.dumps(stream_stats(profiles, days), indent=1))
+        print(f"stats --profiles {profiles} --days {days} --seed {args.seed}")
+        print(json.dumps(stream_stats(profiles, days, args.seed), indent=1))
         return
     if args.child:
         child(args.child, args.profiles, args.days)

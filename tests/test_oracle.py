@@ -14,8 +14,9 @@ from test_generate import files_of
 
 from propensity import storage
 from propensity.events import behaviour as bm
-from propensity.events.generate import World, arrival_prior, auc, generate_stream
+from propensity.events.generate import World, arrival_prior, generate_stream
 from propensity.events.oracle import ObservableOracle, Observed, prior_grid
+from propensity.events.truth import auc
 
 START = dt.date(2026, 3, 7)  # a Saturday: the short chains below cross a Sunday
 N_TYPES = len(bm.SESSION_TYPES)
@@ -161,7 +162,7 @@ def test_filter_matches_enumerating_every_path_on_simulated_days():
         weekdays.append(day.weekday())
         rng = np.random.default_rng([2, d, 0])
         ev, state, ordered = world.simulate(
-            rng, d, day, 0, n, world.catalogue.cumulative_weights(d), 0
+            rng, d, day, 0, n, world.catalogue.popularity(d), 0
         )
         o = world.observed
         assert (np.bincount(ev.profile, minlength=n) == o.types.sum(axis=1) + 3 * ordered).all()
@@ -184,7 +185,7 @@ def simulate(profiles: int, days: int, seed: int, horizon: int):
         rng = np.random.default_rng([seed, d, 0])
         oracle.begin_day(d, day.weekday())
         _, state, ordered = world.simulate(
-            rng, d, day, 0, profiles, world.catalogue.cumulative_weights(d), 0
+            rng, d, day, 0, profiles, world.catalogue.popularity(d), 0
         )
         oracle.observe(0, profiles, world.observed)
         seen = np.flatnonzero(world.has_event)
