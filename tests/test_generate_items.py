@@ -22,7 +22,7 @@ from propensity.events.generate import World, arrival_prior
 from propensity.events.oracle import ObservableOracle
 from propensity.events.render import CODE
 from propensity.events.targets import TruthTarget, truth_targets
-from propensity.events.truth import Truth, auc
+from propensity.events.truth import Truth, all_shares, auc
 
 START = dt.date(2026, 3, 2)  # a Monday
 
@@ -100,6 +100,7 @@ def simulate(profiles: int, days: int, seed: int, targets: list[TruthTarget]):
                                                    matching=matching))  # fmt: skip
     masks = [t.mask(world.catalogue) for t in targets]
     hits = np.zeros((len(targets), days, profiles), bool)
+    ordered_items = np.zeros((len(targets), 3))  # orders, matching ones, sum of their m
     counts = np.zeros((len(targets), profiles))  # matching article events seen so far
     rows = []
     for d in range(days):
@@ -116,12 +117,15 @@ def simulate(profiles: int, days: int, seed: int, targets: list[TruthTarget]):
         idx, columns = truth.end_day()
         assert (idx == seen).all()
         order = ev.etype == CODE["order"]
+        pop = world.catalogue.popularity(d)
         for k, mask in enumerate(masks):
             hits[k, d, ev.profile[order & mask[ev.article]]] = True
+            m = all_shares(world, pop, mask)[ev.profile[order]]
+            ordered_items[k] += (order.sum(), mask[ev.article[order]].sum(), m.sum())
             counts[k] += np.bincount(ev.profile[~order & mask[ev.article]], minlength=profiles)
         rows.append((d, seen, columns, counts[:, seen].copy()))
         world.advance(rng, 0, profiles, state, ordered)
-    return world, hits, rows
+    return world, hits, rows, ordered_items
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +134,14 @@ def simulated():
         TruthTarget("p_shoes_5d", 5, categories=("sneakers", "boots", "sandals")),
         TruthTarget("p_brands_5d", 5, brands=("b0000", "b0002")),
     ]
-    world, hits, rows = simulate(20_000, 18, seed=4, targets=targets)
-    return targets, world, hits, rows
+    return targets, *simulate(20_000, 18, seed=4, targets=targets)
 
 
 def test_truth_of_item_targets_is_calibrated_and_ranks_well(simulated):
-    targets, _, hits, rows = simulated
+    targets, _, hits, rows, ordered_items = simulated
+    # Each order's article is one draw from the profile's browsing: matching with its m.
+    for n, matched, m in ordered_items:
+        assert n > 1000 and abs(matched - m) < 4 * np.sqrt(m), (n, matched, m)
     for k, t in enumerate(targets):
         h = t.horizon_days
         matured = [r for r in rows if r[0] + h < len(hits[k])]
@@ -160,7 +166,7 @@ def test_truth_of_item_targets_is_calibrated_and_ranks_well(simulated):
 
 
 def test_preferences_are_planted_in_browsing_and_orders(simulated):
-    _, world, _, _ = simulated
+    _, world, _, _, _ = simulated
     top3 = np.argsort(world.preference, axis=1)[:, -3:]
     assert (np.take_along_axis(world.preference, top3, axis=1).sum(axis=1) > 0.8).mean() > 0.6
     # Orders in the ring (the last days): the ordered article's category is mostly among the
