@@ -14,6 +14,11 @@ recorded), a schema/tracking bug (prices in cents; a field renamed, so it arrive
 behaviour shift (the order rate changes). Nothing before a fault's day changes: tracking faults
 touch only the rendering of that day's records, the behaviour shift only that day's order clock.
 
+Each profile also leans towards a few categories and brands (`World.browse`), and orders from
+what it browsed, so for a target on items (an order in chosen categories, of chosen brands, ...)
+the truth is exact too (`truth`, `targets`): an ordered article is one draw from the profile's
+browsing, matching with a probability known from its preferences.
+
 Only the per-profile state (a few bytes per profile, plus the oracle's posterior) lives across
 days; events exist one chunk at a time. Every random draw comes from a generator seeded by
 (seed, day, chunk), so a run is byte-for-byte reproducible; the oracle draws nothing.
@@ -483,11 +488,6 @@ class World:
         etype[in_funnel] = FUNNEL_CODES[(pos - base[ev_sess])[in_funnel]]
         n_types = len(bm.SESSION_TYPES)
         drawn = sess_profile[ev_sess][~in_funnel] * n_types + k[~in_funnel]
-        self.observed = Observed(
-            sessions=sessions,
-            types=np.bincount(drawn, minlength=n * n_types).reshape(n, n_types),
-            ordered=ordered,
-        )
 
         # Sessions: a start hour from the daily curve, events minutes apart, all within the day.
         gaps = rng.exponential(GAP_MEAN_MS, n_events).astype(np.int64)
@@ -520,8 +520,15 @@ class World:
         self.order_article[d % len(self.order_article), lo + sess_profile[ev_sess[order_at]]] = (
             article[order_at]
         )
-        self.observed.draws, self.observed.matching = self.seen_draws(
+        draws, matching = self.seen_draws(
             n, sess_profile[ev_sess], ev_sess, etype, in_funnel, article
+        )
+        self.observed = Observed(
+            sessions=sessions,
+            types=np.bincount(drawn, minlength=n * n_types).reshape(n, n_types),
+            ordered=ordered,
+            draws=draws,
+            matching=matching,
         )
         ts_format = rng.choice(len(TS_FORMAT_SHARE), size=n_events, p=TS_FORMAT_SHARE).astype(
             np.int8

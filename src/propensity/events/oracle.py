@@ -24,6 +24,13 @@ session of an arrival that day: both hypotheses are kept with their prior weight
 into one posterior after that day (the model is the same from then on). Late and duplicate
 deliveries and the aggregator's truncation are ignored: the oracle reads the simulation's counts.
 
+Item targets (an order in chosen categories, of chosen brands, ...): the profile's match share m
+(the chance that an ordered article matches) is independent of the state and grid node given
+the history, since articles are drawn apart from the intent chain; the target's no-match
+recursion is a polynomial in 1 - m, so its expectation takes the moments of m's posterior
+(`MatchPosterior`, a Beta updated by the fresh articles a history shows in and out of the
+target): exact for targets on categories only, an approximation otherwise (docs/generate.md).
+
 Cost: most days a profile has no session, and a quiet day multiplies every profile's posterior
 by the same per-node 5x5 operator. So a profile's posterior is stored only as of its last day
 with a session (`beta`: the predictive over tomorrow's state and the grid nodes, float32), and

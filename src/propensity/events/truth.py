@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from propensity.events import behaviour as bm
 from propensity.events.catalogue import CATEGORIES, Popularity
-from propensity.events.oracle import MatchPosterior, ObservableOracle
+from propensity.events.oracle import MatchPosterior, ObservableOracle, Observed
 from propensity.events.targets import TruthTarget
+
+if TYPE_CHECKING:  # generate imports this module; World is only a type here
+    from propensity.events.generate import World
 
 SUMMARY_HORIZON = 7  # the any-order horizon of the summary's long-standing fields
 SUMMARY_COLUMN = "_order_7d"  # internal key of that score's predictions (never written)
@@ -42,8 +46,9 @@ class Truth:
     """Truth columns of every target, for the profiles of one chunk at a time (`chunk`), with
     the observable oracle's where one is given; `end_day` hands over a day's columns."""
 
-    def __init__(self, world, targets: list[TruthTarget], oracle: ObservableOracle | None):
+    def __init__(self, world: World, targets: list[TruthTarget], oracle: ObservableOracle | None):
         self.world, self.targets, self.oracle = world, targets, oracle
+        self.ahead, _ = Truth.horizons(targets)
         self.items = [t for t in targets if t.on_items]
         self.masks = {t.column: t.mask(world.catalogue) for t in self.items}
         world.item_masks = [self.masks[t.column] for t in self.items]
@@ -85,7 +90,7 @@ class Truth:
         idx = lo + seen
         self.idx.append(idx)
         args = (state, ordered, affinity, first_weekday)
-        any_order = {h: bm.order_probability(*args, h) for h in Truth.horizons(self.targets)[0]}
+        any_order = {h: bm.order_probability(*args, h) for h in self.ahead}
         self.columns[SUMMARY_COLUMN].append(any_order[SUMMARY_HORIZON])
         for t in self.targets:
             if t.on_items:
@@ -101,7 +106,7 @@ class Truth:
                 post.moments(idx, t.horizon_days) for post, t in zip(self.posteriors, self.items)
             ]
             p = self.oracle.predict(lo, seen, moments)
-            ahead, _ = Truth.horizons(self.targets)
+            ahead = self.ahead
             self.columns[SUMMARY_COLUMN + "_observable"].append(p[:, ahead.index(SUMMARY_HORIZON)])
             k = 0
             for t in self.targets:
@@ -112,7 +117,7 @@ class Truth:
                     col = ahead.index(t.horizon_days)
                 self.columns[f"{t.column}_observable"].append(p[:, col])
 
-    def observe(self, lo: int, hi: int, observed) -> None:
+    def observe(self, lo: int, hi: int, observed: Observed) -> None:
         """The chunk's day as its histories show it, for the oracle and the match posteriors."""
         if not self.oracle:
             return
@@ -181,7 +186,7 @@ class Truth:
         return out
 
 
-def all_shares(world, pop: Popularity, mask: np.ndarray) -> np.ndarray:
+def all_shares(world: World, pop: Popularity, mask: np.ndarray) -> np.ndarray:
     """`World.match_share` of every profile, in blocks (bounded temporaries)."""
     matched = pop.cell_mass(mask)
     n = len(world.affinity)
@@ -190,7 +195,7 @@ def all_shares(world, pop: Popularity, mask: np.ndarray) -> np.ndarray:
     )
 
 
-def match_prior(world, t: TruthTarget, mask: np.ndarray) -> tuple[float, float, bool]:
+def match_prior(world: World, t: TruthTarget, mask: np.ndarray) -> tuple[float, float, bool]:
     """Beta prior (a, b) of a profile's match share m for the oracle, and whether it is exact.
 
     Categories only: m is the preference mass on them, Beta(c pi, c (1 - pi)) with c the
