@@ -87,7 +87,7 @@ def stream_stats(profiles: int, days: int, seed: int) -> dict:
         [r["category"] in {k for k, _ in browsed[r["profile_id"]].most_common(3)} for r in orders]
     )
     sneakers = sum(r.get("category") == "sneakers" for r in orders) / max(len(orders), 1)
-    out = {
+    stats = {
         "records": len(rows),
         "records_per_profile": len(rows) / len(per_profile),
         "type_share": {t: round(n / len(rows), 4) for t, n in sorted(types.items())},
@@ -100,8 +100,8 @@ def stream_stats(profiles: int, days: int, seed: int) -> dict:
     }
     for name, t in summary.targets.items():
         for key in ("share", "truth_auc", "observable_auc"):
-            out[f"{name}_{key}"] = float(np.nanmean(list(getattr(t, key).values())))
-    return out
+            stats[f"{name}_{key}"] = float(np.nanmean(list(getattr(t, key).values())))
+    return stats
 
 
 def rendering_rates(sample: int) -> tuple[float, float, float]:

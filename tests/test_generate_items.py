@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from _events_data import parse_ts, partition_lines
 from test_generate import files_of
 from typer.testing import CliRunner
 
@@ -203,7 +204,21 @@ def test_truth_partitions_and_summary_carry_every_item_target(tmp_path):
     assert len(scores["p_sneakers_7d"]["truth_auc"]) == 14 - 7
     assert len(scores["p_big_brand_10d"]["observable_auc"]) == 14 - 10
     assert scores["p_order_7d"]["truth_auc"] == meta["summary"]["oracle_auc_7d"]
+    # The realised shares are those of the records' raw fields (any delivery day, by ts).
+    records = [json.loads(line) for i in range(14) for line in partition_lines(
+        str(tmp_path / "a"), START + dt.timedelta(days=i))]  # fmt: skip
     truth = storage.read_parquet(storage.partition(str(tmp_path / "a" / "_truth"), START))
+    for column, horizon, matches in (
+        ("p_sneakers_7d", 7, lambda r: r["category"] in ("sneakers", "boots")),
+        ("p_big_brand_10d", 10, lambda r: r["brand"] == "b0000" and r["price"] >= 10),
+    ):
+        buyers = {
+            r["profile_id"] for r in records if r["event_type"] == "order" and matches(r)
+            and START < parse_ts(r["ts"]).date() <= START + dt.timedelta(days=horizon)
+        }  # fmt: skip
+        ids = truth.column("profile_id").to_pylist()
+        share = round(np.mean([pid in buyers for pid in ids]), 5)
+        assert 0 < share == scores[column]["share"][START.isoformat()]
     names = ["p_order_7d", "p_sneakers_7d", "p_big_brand_10d"]
     assert truth.column_names == ["profile_id", *names, *(f"{c}_observable" for c in names)]
     p = {c: truth.column(c).to_numpy() for c in truth.column_names[1:]}
