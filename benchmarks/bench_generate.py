@@ -1,6 +1,11 @@
 """Throughput of `propensity generate`, against a naive per-record json.dumps writer.
 
 Run:  .venv/bin/python benchmarks/bench_generate.py [--profiles 470000 --days 30]
+      .venv/bin/python benchmarks/bench_generate.py --stats [--profiles 5000 --days 21]
+
+`--stats` prints the statistics of the stream that earlier figures depend on (events per
+profile, type mix, order share, truth AUC per target) and how concentrated each profile's
+browsing and orders are on its categories: the before/after table of docs/generate.md.
 
 Each format runs in a child process (so peak RSS is that run's own) writing into a temp dir.
 The baseline renders a sample of the same simulated events one record at a time (dict,
@@ -11,6 +16,7 @@ is conservative.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import gzip
 import json
@@ -48,6 +54,54 @@ def child(fmt: str, profiles: int, days: int) -> None:
             }
         )
     )
+
+
+def stream_stats(profiles: int, days: int, seed: int) -> dict:
+    """Statistics of a seeded JSON-lines run, read back from its files."""
+    from propensity.config import TargetConfig
+    from propensity.events.generate import generate_stream
+
+    with tempfile.TemporaryDirectory() as out:
+        targets = [
+            TargetConfig(name="order_7d"),
+            TargetConfig(name="sneakers_14d", horizon_days=14, categories=["sneakers"]),
+        ]
+        summary = generate_stream(out, START, days, profiles, seed=seed, targets=targets)
+        rows = []
+        for part in sorted(pathlib.Path(out).glob("dt=*/part-*.jsonl.gz")):
+            rows.extend(
+                json.loads(line) for line in gzip.decompress(part.read_bytes()).splitlines()
+            )
+    types = collections.Counter(r["event_type"] for r in rows)
+    per_profile = collections.Counter(r["profile_id"] for r in rows)
+    browsed = collections.defaultdict(collections.Counter)  # profile -> category -> events
+    for r in rows:
+        if "category" in r and r["event_type"] != "order":
+            browsed[r["profile_id"]][r["category"]] += 1
+    # Concentration: share of a profile's article events in its top 3 categories (profiles
+    # with 20+ such events), and share of orders in the orderer's top 3 browsed categories.
+    busy = [c for c in browsed.values() if sum(c.values()) >= 20]
+    top3 = np.mean([sum(v for _, v in c.most_common(3)) / sum(c.values()) for c in busy])
+    orders = [r for r in rows if r["event_type"] == "order"]
+    in_top = np.mean(
+        [r["category"] in {k for k, _ in browsed[r["profile_id"]].most_common(3)} for r in orders]
+    )
+    sneakers = sum(r.get("category") == "sneakers" for r in orders) / max(len(orders), 1)
+    stats = {
+        "records": len(rows),
+        "records_per_profile": len(rows) / len(per_profile),
+        "type_share": {t: round(n / len(rows), 4) for t, n in sorted(types.items())},
+        "order_share_7d": float(np.mean(list(summary.order_share_7d.values()))),
+        "truth_auc_7d": float(np.mean(list(summary.oracle_auc_7d.values()))),
+        "observable_auc_7d": float(np.mean(list(summary.observable_auc_7d.values()))),
+        "top3_category_share_of_browsing": float(top3),
+        "orders_in_top3_browsed_categories": float(in_top),
+        "sneakers_share_of_orders": sneakers,
+    }
+    for name, t in summary.targets.items():
+        for key in ("share", "truth_auc", "observable_auc"):
+            stats[f"{name}_{key}"] = float(np.nanmean(list(getattr(t, key).values())))
+    return stats
 
 
 def rendering_rates(sample: int) -> tuple[float, float, float]:
@@ -133,8 +187,16 @@ def main() -> None:
     ap.add_argument("--profiles", type=int, default=470_000)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--sample", type=int, default=200_000, help="events for the naive baseline")
+    ap.add_argument("--stats", action="store_true", help="stream statistics, default 5000 x 21")
+    ap.add_argument("--seed", type=int, default=1, help="of --stats")
     ap.add_argument("--child", choices=["jsonl", "parquet"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.stats:
+        profiles = 5000 if args.profiles == ap.get_default("profiles") else args.profiles
+        days = 21 if args.days == ap.get_default("days") else args.days
+        print(f"stats --profiles {profiles} --days {days} --seed {args.seed}")
+        print(json.dumps(stream_stats(profiles, days, args.seed), indent=1))
+        return
     if args.child:
         child(args.child, args.profiles, args.days)
         return

@@ -259,8 +259,8 @@ def test_truth_predicts_realised_orders(stream):
 def test_vectorised_json_lines_match_a_per_record_json_dumps():
     """Oracle: the obvious renderer (a dict per record, datetime, json.dumps) gives the same bytes."""
     world = World(3, 2000, 5)
-    cum = world.catalogue.cumulative_weights(2)
-    ev, _, _ = world.simulate(np.random.default_rng(0), 2, day(2), 0, 2000, cum, 0)
+    pop = world.catalogue.popularity(2)
+    ev, _, _ = world.simulate(np.random.default_rng(0), 2, day(2), 0, 2000, pop, 0)
     ev.ts_format[:] = np.arange(len(ev)) % (TS_EPOCH_MS + 1)  # every timestamp form
     lines = Renderer(world.catalogue, world.profile_ids, EventFields()).json_lines(ev)
     assert len(ev) > 500

@@ -9,13 +9,14 @@ import math
 
 import numpy as np
 import pytest
-
+import scipy.stats
 from test_generate import files_of
 
 from propensity import storage
 from propensity.events import behaviour as bm
-from propensity.events.generate import World, arrival_prior, auc, generate_stream
+from propensity.events.generate import World, arrival_prior, generate_stream
 from propensity.events.oracle import ObservableOracle, Observed, prior_grid
+from propensity.events.truth import auc
 
 START = dt.date(2026, 3, 7)  # a Saturday: the short chains below cross a Sunday
 N_TYPES = len(bm.SESSION_TYPES)
@@ -160,9 +161,7 @@ def test_filter_matches_enumerating_every_path_on_simulated_days():
         day = START + dt.timedelta(days=d)
         weekdays.append(day.weekday())
         rng = np.random.default_rng([2, d, 0])
-        ev, state, ordered = world.simulate(
-            rng, d, day, 0, n, world.catalogue.cumulative_weights(d), 0
-        )
+        ev, state, ordered = world.simulate(rng, d, day, 0, n, world.catalogue.popularity(d), 0)
         o = world.observed
         assert (np.bincount(ev.profile, minlength=n) == o.types.sum(axis=1) + 3 * ordered).all()
         for i in range(n):
@@ -184,7 +183,7 @@ def simulate(profiles: int, days: int, seed: int, horizon: int):
         rng = np.random.default_rng([seed, d, 0])
         oracle.begin_day(d, day.weekday())
         _, state, ordered = world.simulate(
-            rng, d, day, 0, profiles, world.catalogue.cumulative_weights(d), 0
+            rng, d, day, 0, profiles, world.catalogue.popularity(d), 0
         )
         oracle.observe(0, profiles, world.observed)
         seen = np.flatnonzero(world.has_event)
@@ -288,3 +287,38 @@ def test_arrival_prior_is_how_the_world_draws_arrivals(days):
     want = arrival_prior(days)
     assert want.sum() == pytest.approx(1.0)
     np.testing.assert_allclose(share, want, atol=0.01)
+
+
+def test_item_predictions_integrate_the_match_posterior():
+    """Against quadrature: P(tomorrow's state, node) (checked above against brute force) times
+    the recursion at each match share m, integrated over a Beta posterior of m."""
+    days, n = 6, 2000
+    world = World(3, n, days)
+    oracle = ObservableOracle(n, arrival_prior(days), [7], matching=[3, 5], dtype=np.float64)
+    for d in range(days):
+        day = START + dt.timedelta(days=d)
+        rng = np.random.default_rng([3, d, 0])
+        oracle.begin_day(d, day.weekday())
+        _, state, ordered = world.simulate(rng, d, day, 0, n, world.catalogue.popularity(d), 0)
+        oracle.observe(0, n, world.observed)
+        world.advance(rng, 0, n, state, ordered)
+    which = np.flatnonzero(world.has_event)[:40]
+    rng = np.random.default_rng(0)
+    # Whole a and b: the Beta density is a polynomial, so Gauss-Legendre integrates exactly.
+    a, b = rng.integers(1, 5, len(which)), rng.integers(1, 9, len(which))
+    x = scipy.stats.beta(b, a)  # 1 - m ~ Beta(b, a)
+    moments = [np.column_stack([x.moment(j) for j in range(h + 1)]) for h in (3, 5)]
+    p = oracle.predict(0, which, moments)
+    tomorrow = oracle.tomorrow(0, which)  # (profiles, state, node)
+    nodes, weights = np.polynomial.legendre.leggauss(16)
+    m = (nodes + 1) / 2
+    density = scipy.stats.beta(a[:, None], b[:, None]).pdf(m[None, :]) * weights / 2  # (p, q)
+    affinity = oracle.grid.affinity
+    first_weekday = (START + dt.timedelta(days=days)).weekday()
+    for col, h in ((1, 3), (2, 5)):
+        aff = np.repeat(affinity, len(m))
+        match = np.repeat(np.tile(m, len(affinity))[:, None], h, axis=1)
+        u = bm.no_match_survival(aff, first_weekday, h, match).reshape(len(affinity), len(m), 5)
+        survive = np.einsum("psg,gqs,pq->p", tomorrow, u, density)
+        np.testing.assert_allclose(p[:, col], 1 - survive, rtol=1e-9, atol=1e-12)
+    assert (p[:, 1] < p[:, 2]).all() and (p[:, 2] < p[:, 0]).all()

@@ -10,6 +10,15 @@ after day D, given its state and order on D, is computed exactly by a backward r
 the H days (`order_probability`), not by simulation: that is the ground truth the generator
 writes beside the events. Histories only show the events, so the truth is an upper bound on
 what a model can reach.
+
+Item targets ("an order in these categories / of these brands"): each order's article is one
+draw from the profile's browsing distribution of that day (`generate.World`: its category
+preference and favourite brands), so it matches a target with a probability m(i, d) known
+exactly from the profile's traits and the day's popularity. A day then ends in one of three
+ways: no order (1 - q, then `STAY`), a non-matching order (q (1 - m), then `AFTER_ORDER`), a
+matching one (q m). The same backward recursion with those weights gives the truth
+(`no_match_survival`); as a polynomial in (1 - m) (`no_match_survival_poly`) it lets the
+observable oracle integrate m over its posterior exactly.
 """
 
 from __future__ import annotations
@@ -81,6 +90,14 @@ HOUR = np.array(
 )  # fmt: skip
 HOUR = HOUR / HOUR.sum()
 
+# Preferences: per profile a Dirichlet draw over categories around the catalogue's category
+# popularity (a total concentration of 2 puts most of a profile's mass on two to four
+# categories), and favourite brands whose articles weigh BRAND_BOOST + 1 times their popularity
+# within a category.
+PREFERENCE_CONCENTRATION = 2.0
+FAVOURITE_BRANDS = 3  # drawn by brand popularity, with replacement
+BRAND_BOOST = 12.0
+
 ACTIVITY_SIGMA = 1.3  # lognormal spread of per-profile activity: the heavy tail
 AFFINITY_SIGMA = 1.0  # lognormal spread of per-profile buyer affinity
 
@@ -111,15 +128,66 @@ def no_order_survival(affinity: np.ndarray, first_weekday: int, days: int) -> np
     return u
 
 
-def order_probability(
-    state: np.ndarray, ordered: np.ndarray, affinity: np.ndarray, first_weekday: int, days: int
+def no_match_survival(
+    affinity: np.ndarray, first_weekday: int, days: int, match: np.ndarray
 ) -> np.ndarray:
-    """P(at least one order in days D+1..D+days | state and order of day D), exactly.
+    """u[i, s]: probability that profile i, in state s on D+1, places no matching order in
+    D+1..D+days, where match[i, k-1] is the probability that its order of day D+k matches.
+
+    A non-matching order is a day survived that moves the chain by `AFTER_ORDER`; with match 1
+    this is `no_order_survival`.
+    """
+    rate = np.outer(affinity, ORDER_RATE)
+    u = np.ones((len(affinity), len(STATES)))
+    for k in range(days, 0, -1):
+        stay = np.exp(-rate * WEEKDAY[(first_weekday + k - 1) % 7])  # no order on day k
+        miss = (1.0 - stay) * (1.0 - match[:, k - 1 : k])  # an order, not matching
+        if k < days:
+            u = stay * np.einsum("it,st->is", u, STAY) + miss * np.einsum(
+                "it,st->is", u, AFTER_ORDER
+            )
+        else:
+            u = stay + miss
+    return u
+
+
+def no_match_survival_poly(affinity: np.ndarray, first_weekday: int, days: int) -> np.ndarray:
+    """c[i, s, j]: `no_match_survival` for a match probability m constant over the horizon, as a
+    polynomial in x = 1 - m: u[i, s] = sum_j c[i, s, j] x**j (degree `days`; c[..., 0] is the
+    survival of any order). Lets a posterior over m be integrated by its moments."""
+    rate = np.outer(affinity, ORDER_RATE)
+    c = np.zeros((len(affinity), len(STATES), days + 1))
+    c[:, :, 0] = 1.0
+    for k in range(days, 0, -1):
+        stay = np.exp(-rate * WEEKDAY[(first_weekday + k - 1) % 7])[:, :, None]
+        if k < days:
+            after = np.einsum("itj,st->isj", c, AFTER_ORDER)
+            c = np.einsum("itj,st->isj", c, STAY)
+        else:
+            after = c.copy()
+        c = stay * c
+        c[:, :, 1:] += (1.0 - stay) * after[:, :, :-1]  # times x: the order did not match
+    return c
+
+
+def order_probability(
+    state: np.ndarray,
+    ordered: np.ndarray,
+    affinity: np.ndarray,
+    first_weekday: int,
+    days: int,
+    match: np.ndarray | None = None,
+) -> np.ndarray:
+    """P(at least one order in days D+1..D+days | state and order of day D), exactly; with
+    `match` (profiles, days): of at least one matching order (`no_match_survival`).
 
     `first_weekday` is the weekday of D+1: tomorrow's state distribution against the
-    probability of no order from each state (`no_order_survival`).
+    probability of no (matching) order from each state.
     """
-    u = no_order_survival(affinity, first_weekday, days)
+    if match is None:
+        u = no_order_survival(affinity, first_weekday, days)
+    else:
+        u = no_match_survival(affinity, first_weekday, days, match)
     none = np.einsum("is,is->i", next_state_probs(state, ordered), u)
     return 1.0 - none
 

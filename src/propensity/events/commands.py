@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
+import math
 from typing import Annotated
 
 import typer
@@ -11,16 +11,19 @@ import typer
 from propensity.cli_options import ConfigOption, SetOption, load, parse_date
 from propensity.errors import UsageError
 from propensity.events.generate import Fault, generate_stream
-from propensity.ui import console, kv
-
-log = logging.getLogger(__name__)
+from propensity.ui import console
 
 
 def generate(
     start: Annotated[
         dt.date,
-        typer.Option("--start", help="First day.", parser=parse_date, metavar="YYYY-MM-DD",
-                     show_default=False),
+        typer.Option(
+            "--start",
+            help="First day.",
+            parser=parse_date,
+            metavar="YYYY-MM-DD",
+            show_default=False,
+        ),
     ],
     days: Annotated[
         int, typer.Option("--days", help="Number of daily partitions.", show_default=False)
@@ -65,7 +68,7 @@ def generate(
 ) -> None:
     """Write a synthetic tracking stream, one partition a day, with its ground truth.
 
-    Writes OUT/dt=YYYY-MM-DD/part-NNNNN.jsonl.gz (or .parquet), then _SUCCESS, per day; and the true order probabilities per profile and day under OUT/_truth/dt=YYYY-MM-DD/ (one column p_<target> per order target of the config), plus OUT/_truth/generator.json. Re-running a day replaces it. Same seed and options give byte-identical files.
+    Writes OUT/dt=YYYY-MM-DD/part-NNNNN.jsonl.gz (or .parquet), then _SUCCESS, per day; and the true order probabilities per profile and day under OUT/_truth/dt=YYYY-MM-DD/ (one column p_<target> per order target of the config, on its categories, brands, articles or minimum price where it names them; then p_<target>_observable), plus OUT/_truth/generator.json. Re-running a day replaces it. Same seed and options give byte-identical files.
 
     Exit codes: 0 ok, 1 storage failure, 2 bad option or config.
     """
@@ -75,13 +78,6 @@ def generate(
         planted = [Fault.parse(f) for f in faults or []]
     except ValueError as e:
         raise UsageError(str(e)) from None
-    # The planted model knows order probabilities only: truth for targets that are orders.
-    horizons = {
-        f"p_{t.name}": t.horizon_days for t in cfg.targets if list(t.event_types) == ["order"]
-    }
-    for t in cfg.targets:
-        if f"p_{t.name}" not in horizons:
-            log.warning(kv(target=t.name, truth="none", reason="not an order target"))
     try:
         summary = generate_stream(
             out or cfg.uri("events"),
@@ -92,7 +88,7 @@ def generate(
             fmt=fmt,
             bad_share=bad_share,
             fields=cfg.events.fields,
-            horizons=horizons,
+            targets=cfg.targets,
             faults=planted,
         )
     except ValueError as e:
@@ -104,18 +100,26 @@ def generate(
             f"truth rows {summary.truth_rows[i]:>9,}",
             highlight=False,
         )
-    aucs = list(summary.oracle_auc_7d.values())
-    shares = list(summary.order_share_7d.values())
     line = (
         f"total records {summary.total_records:,} (late {summary.late:,}, duplicates "
         f"{summary.duplicates:,}), bad {sum(summary.bad):,}"
     )
-    if aucs:  # days with 7 generated days after them
-        line += (
-            f", 7-day order share {sum(shares) / len(shares):.3f}, "
-            f"truth AUC {sum(aucs) / len(aucs):.3f}"
-        )
-    console.print(
-        line,
-        highlight=False,
-    )
+    shares = list(summary.order_share_7d.values())
+    if shares:  # days with 7 generated days after them
+        line += f", 7-day order share {mean(shares):.3f}"
+    console.print(line, highlight=False)
+    for column, scores in summary.targets.items():
+        if scores.truth_auc:  # days with the target's horizon generated after them
+            observable = list(scores.observable_auc.values())
+            console.print(
+                f"{column} ({scores.horizon_days} days): share {mean(scores.share.values()):.3f}, "
+                f"truth AUC {mean(scores.truth_auc.values()):.3f}"
+                + (f", observable AUC {mean(observable):.3f}" if observable else ""),
+                highlight=False,
+            )
+
+
+def mean(values) -> float:
+    """The mean of the days' values that are numbers (an AUC is NaN on a day with one class)."""
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else float("nan")

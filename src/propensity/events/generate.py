@@ -14,6 +14,11 @@ recorded), a schema/tracking bug (prices in cents; a field renamed, so it arrive
 behaviour shift (the order rate changes). Nothing before a fault's day changes: tracking faults
 touch only the rendering of that day's records, the behaviour shift only that day's order clock.
 
+Each profile also leans towards a few categories and brands (`World.browse`), and orders from
+what it browsed, so for a target on items (an order in chosen categories, of chosen brands, ...)
+the truth is exact too (`truth`, `targets`): an ordered article is one draw from the profile's
+browsing, matching with a probability known from its preferences.
+
 Only the per-profile state (a few bytes per profile, plus the oracle's posterior) lives across
 days; events exist one chunk at a time. Every random draw comes from a generator seeded by
 (seed, day, chunk), so a run is byte-for-byte reproducible; the oracle draws nothing.
@@ -34,12 +39,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from propensity import __version__, storage
-from propensity.config import EventFields
+from propensity.config import EventFields, TargetConfig
 from propensity.events import behaviour as bm
 from propensity.events import malformed
-from propensity.events.catalogue import Catalogue
+from propensity.events.catalogue import CATEGORIES, Catalogue, Popularity
 from propensity.events.oracle import ObservableOracle, Observed
-from propensity.events.render import CODE, TS_FORMAT_SHARE, Events, Renderer
+from propensity.events.render import CODE, TS_FORMAT_SHARE, WITH_ARTICLE, Events, Renderer
+from propensity.events.targets import TruthTarget, truth_targets
+from propensity.events.truth import Open, Truth, auc
 from propensity.ui import kv, progress
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,7 @@ GZIP_LEVEL = 1  # fast: the stream is written once and read a few times
 TRUTH = "_truth"
 FORMATS = ("jsonl", "parquet")
 DAY_MS = 86_400_000
+PREFERENCE_STREAM = 16  # second seed word of the preferences' generator
 
 
 # Fault kinds and their default argument: the event type that stops, the factor of prices,
@@ -80,8 +88,10 @@ class Fault:
         head, sep, day = text.partition("@")
         kind, _, arg = head.partition(":")
         if not sep or kind not in FAULT_KINDS:
-            raise ValueError(f"--fault must be KIND[:ARG]@YYYY-MM-DD with KIND one of "
-                             f"{', '.join(FAULT_KINDS)}, not {text!r}")
+            raise ValueError(
+                f"--fault must be KIND[:ARG]@YYYY-MM-DD with KIND one of "
+                f"{', '.join(FAULT_KINDS)}, not {text!r}"
+            )
         try:
             when = dt.date.fromisoformat(day)
         except ValueError:
@@ -94,15 +104,18 @@ class Fault:
         if self.kind == "outage" and self.arg not in CODE:
             raise ValueError(f"--fault outage: unknown event type {self.arg!r}")
         if self.kind == "rename" and self.arg not in ("article_id", "brand", "category", "price"):
-            raise ValueError(f"--fault rename: {self.arg!r} is not an optional field "
-                             "(article_id, brand, category, price)")
+            raise ValueError(
+                f"--fault rename: {self.arg!r} is not an optional field "
+                "(article_id, brand, category, price)"
+            )
         if self.kind in ("cents", "order_rate"):
             try:
                 if float(self.arg) <= 0:
                     raise ValueError
             except ValueError:
-                raise ValueError(f"--fault {self.kind}: {self.arg!r} is not a positive factor") \
-                    from None
+                raise ValueError(
+                    f"--fault {self.kind}: {self.arg!r} is not a positive factor"
+                ) from None
 
     def describe(self) -> dict:
         return {"kind": self.kind, "day": self.day.isoformat(), "arg": self.arg}
@@ -118,8 +131,14 @@ def order_factor(faults: list[Fault], day: dt.date) -> float:
     return float(np.prod([float(f.arg) for f in active(faults, "order_rate", day)]))
 
 
-def day_renderer(base: Renderer, world: World, fields: EventFields, faults: list[Fault],
-                 day: dt.date, cache: dict) -> Renderer:
+def day_renderer(
+    base: Renderer,
+    world: World,
+    fields: EventFields,
+    faults: list[Fault],
+    day: dt.date,
+    cache: dict,
+) -> Renderer:
     """The renderer of `day`: `base`, or one with the day's tracking faults (cents, renames)."""
     key = tuple(f for f in faults if f.kind in ("cents", "rename") and f.day <= day)
     if not key:
@@ -129,8 +148,9 @@ def day_renderer(base: Renderer, world: World, fields: EventFields, faults: list
         for f in key:
             if f.kind == "cents":
                 catalogue.price = np.round(catalogue.price * float(f.arg), 2)
-        renames = {f.arg: getattr(fields, f.arg) + RENAMED_SUFFIX for f in key
-                   if f.kind == "rename"}
+        renames = {
+            f.arg: getattr(fields, f.arg) + RENAMED_SUFFIX for f in key if f.kind == "rename"
+        }
         cache[key] = Renderer(catalogue, world.profile_ids, fields.model_copy(update=renames))
     return cache[key]
 
@@ -158,10 +178,41 @@ class Summary:
     order_share_7d: dict[str, float] = field(default_factory=dict)
     oracle_auc_7d: dict[str, float] = field(default_factory=dict)
     observable_auc_7d: dict[str, float] = field(default_factory=dict)
+    # The same per truth column (its own horizon and items), by the column's name.
+    targets: dict[str, TargetScores] = field(default_factory=dict)
 
     @property
     def total_records(self) -> int:
         return sum(self.records)
+
+    def record(self, day: dt.date, o: Open, label: np.ndarray) -> None:
+        """A day's predictions of one column against the labels realised over its horizon."""
+        key = day.isoformat()
+        share = round(float(label.mean()), 5) if len(label) else 0.0
+        truth_auc = round(auc(o.truth, label), 5)
+        observable_auc = round(auc(o.observable, label), 5) if o.observable is not None else None
+        if o.column is None:
+            self.order_share_7d[key] = share
+            self.oracle_auc_7d[key] = truth_auc
+            if observable_auc is not None:
+                self.observable_auc_7d[key] = observable_auc
+            return
+        scores = self.targets[o.column]
+        scores.share[key] = share
+        scores.truth_auc[key] = truth_auc
+        if observable_auc is not None:
+            scores.observable_auc[key] = observable_auc
+
+
+@dataclass
+class TargetScores:
+    """Per day with the column's horizon simulated after it: the realised share of truth
+    profiles with a (matching) order, the AUC of the truth and of the observable oracle."""
+
+    horizon_days: int
+    share: dict[str, float] = field(default_factory=dict)
+    truth_auc: dict[str, float] = field(default_factory=dict)
+    observable_auc: dict[str, float] = field(default_factory=dict)
 
 
 def part_name(chunk: int, fmt: str) -> str:
@@ -179,16 +230,18 @@ def generate_stream(
     bad_share: float = 0.0,
     fields: EventFields | None = None,
     horizons: dict[str, int] | None = None,
+    targets: list[TargetConfig] | None = None,
     observable: bool = True,
     faults: list[Fault] | None = None,
 ) -> Summary:
     """Write `days` daily partitions of events under `out`, and the truth under `out/_truth`.
 
-    `horizons` maps truth column names to order horizons in days (default `{"p_order_7d": 7}`);
-    with `observable`, each gets a column `<name>_observable` from the observable oracle (the
-    events are the same bytes either way). `faults` plant problems from their day on (the
-    stream before the earliest fault's day is unchanged). Raises ValueError on bad arguments
-    (the message names the option).
+    The truth columns: `targets` (the config's; one `p_<name>` per order target, on its items
+    where it names any, see `targets.truth_targets`), or `horizons`, truth column names to
+    any-order horizons in days (default `{"p_order_7d": 7}`); not both. With `observable`, each
+    gets a column `<name>_observable` from the observable oracle (the events are the same bytes
+    either way). `faults` plant problems from their day on (the stream before the earliest
+    fault's day is unchanged). Raises ValueError on bad arguments (the message names the option).
     """
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -196,23 +249,32 @@ def generate_stream(
         raise ValueError("--days and --profiles must be at least 1")
     if not 0.0 <= bad_share < 0.5:
         raise ValueError(f"--bad-share must be in [0, 0.5), not {bad_share}")
+    if horizons is not None and targets is not None:
+        raise ValueError("generate_stream: give targets or horizons, not both")
     start = storage.as_date(start)
     faults = list(faults or [])
     for f in faults:
         f.check()
     fields = fields or EventFields()
     renderers: dict = {}
-    horizons = horizons if horizons is not None else {"p_order_7d": 7}
-    world = World(seed, profiles, days)
-    ahead = sorted({7, *horizons.values()})  # 7: the summary's AUC
-    oracle = ObservableOracle(profiles, arrival_prior(days), ahead) if observable else None
+    if targets is not None:
+        wanted = truth_targets(targets)
+    else:
+        wanted = [TruthTarget(k, h) for k, h in (horizons or {"p_order_7d": 7}).items()]
+    world = World(seed, profiles, days, max([7, *(t.horizon_days for t in wanted)]))
+    ahead, matching = Truth.horizons(wanted)
+    oracle = (
+        ObservableOracle(profiles, arrival_prior(days), ahead, matching=matching)
+        if observable
+        else None
+    )
+    truth = Truth(world, wanted, oracle)
     renderer = Renderer(world.catalogue, world.profile_ids, fields)
     storage.delete(storage.join(out, TRUTH, "generator.json"))  # written again only on success
 
     n_chunks = -(-profiles // CHUNK_PROFILES)
-    summary = Summary()
+    summary = Summary(targets={t.column: TargetScores(t.horizon_days) for t in wanted})
     pending: dict[tuple[int, int], list[tuple[bool, Events]]] = defaultdict(list)
-    open_truth: list[tuple] = []  # (day, profiles, P(order in 7d): truth, observable or None)
     writes = Writes()
     with progress() as bar, ThreadPoolExecutor(max_workers=WRITERS) as writer:
         task = bar.add_task("generate", total=days * n_chunks)
@@ -221,17 +283,15 @@ def generate_stream(
             bar.update(task, description=f"generate {day}")
             part_uri = storage.partition(out, day)
             storage.delete(part_uri)  # idempotent: a re-run replaces the day whole
-            cum = world.catalogue.cumulative_weights(d)
+            pop = world.catalogue.popularity(d)
             records = bad = 0
-            truth_idx, truth_p, oracle_p, observable_p = [], defaultdict(list), [], []
-            if oracle:
-                oracle.begin_day(d, day.weekday())
+            truth.begin_day(d, day.weekday())
             today = day_renderer(renderer, world, fields, faults, day, renderers)
             world.order_factor = order_factor(faults, day)
             for c in range(n_chunks):
                 rng = np.random.default_rng([seed, d, c])
                 lo, hi = c * CHUNK_PROFILES, min(profiles, (c + 1) * CHUNK_PROFILES)
-                ev, state, ordered = world.simulate(rng, d, day, lo, hi, cum, c)
+                ev, state, ordered = world.simulate(rng, d, day, lo, hi, pop, c)
                 rows = drop_outages(deliver(rng, ev, d, c, pending, summary), faults, day)
                 # Malformed records draw from their own generator, so the valid stream is the
                 # same whatever --bad-share is.
@@ -254,40 +314,25 @@ def generate_stream(
                     summary.bad_kinds[k] = summary.bad_kinds.get(k, 0) + 1
 
                 # Truth at the end of the day, for every profile seen so far (by event time).
-                seen = np.flatnonzero(world.has_event[lo:hi])
-                truth_idx.append(seen + lo)
                 # Truth under a behaviour shift assumes the shift of today lasts the horizon.
-                args = (
+                seen = np.flatnonzero(world.has_event[lo:hi])
+                truth.observe(lo, hi, world.observed)
+                truth.chunk(
+                    lo,
+                    seen,
                     state[seen],
                     ordered[seen],
                     world.affinity[seen + lo] * world.order_factor,
                     (day.weekday() + 1) % 7,
                 )
-                p7 = bm.order_probability(*args, 7)
-                oracle_p.append(p7)
-                for name, h in horizons.items():
-                    truth_p[name].append(p7 if h == 7 else bm.order_probability(*args, h))
-                if oracle:
-                    oracle.observe(lo, hi, world.observed)
-                    p = oracle.predict(lo, seen)
-                    observable_p.append(p[:, ahead.index(7)])
-                    for name, h in horizons.items():
-                        truth_p[f"{name}_observable"].append(p[:, ahead.index(h)])
                 world.advance(rng, lo, hi, state, ordered)
                 bar.advance(task)
             writes.close_day(part_uri)
 
-            idx = np.concatenate(truth_idx)
-            write_truth(
-                out,
-                day,
-                world.profile_ids.take(pa.array(idx)),
-                {k: np.concatenate(v) for k, v in truth_p.items()},
-            )
-            open_truth.append(
-                (d, idx, np.concatenate(oracle_p), np.concatenate(observable_p) if oracle else None)
-            )
-            score_matured(world, open_truth, d, start, summary)
+            idx, columns = truth.end_day()
+            write_truth(out, day, world.profile_ids.take(pa.array(idx)), columns)
+            for o, label in truth.matured(d):
+                summary.record(start + dt.timedelta(days=o.day), o, label)
             summary.days.append(day.isoformat())
             summary.records.append(records)
             summary.bad.append(bad)
@@ -308,10 +353,11 @@ def generate_stream(
             "bad_share": bad_share,
             "faults": [f.describe() for f in faults],
             "field_names": renderer.names,
-            "truth_columns": horizons,
+            "truth_columns": {t.column: t.horizon_days for t in wanted},
+            "truth_targets": truth.describe(),
             "observable_oracle": (
                 {
-                    "columns": {f"{k}_observable": h for k, h in horizons.items()},
+                    "columns": {f"{t.column}_observable": t.horizon_days for t in wanted},
                     **oracle.describe(),
                 }
                 if oracle
@@ -369,7 +415,8 @@ class Writes:
 class World:
     """The profiles (fixed traits and today's latent state) and the catalogue of one run."""
 
-    def __init__(self, seed: int, profiles: int, days: int):
+    def __init__(self, seed: int, profiles: int, days: int, horizon: int = 7):
+        """`horizon`: the longest truth horizon, so that realised orders are kept that long."""
         rng = np.random.default_rng([seed])
         s = bm.ACTIVITY_SIGMA
         self.activity = rng.lognormal(-s * s / 2, s, profiles)  # mean 1, heavy tail
@@ -383,16 +430,25 @@ class World:
         self.has_event = np.zeros(profiles, bool)
         self.observed: Observed | None = None  # what histories show of the last simulated chunk
         self.order_factor = 1.0  # on every order rate today (a planted behaviour shift)
-        self.orders = np.zeros((8, profiles), bool)  # ring of the last 8 days' orders
+        # Ring of the last days' ordered article per profile (-1: no order), for the summary.
+        self.order_article = np.full((max(8, horizon + 1), profiles), -1, np.int32)
         self.catalogue = Catalogue(rng, profiles, days)
+        # Preferences come from their own generator: the traits above are those of before.
+        pref = np.random.default_rng([seed, PREFERENCE_STREAM])
+        alpha = bm.PREFERENCE_CONCENTRATION * self.catalogue.category_share
+        self.preference = pref.dirichlet(alpha, profiles).astype(np.float32)  # over categories
+        self.favourites = pref.choice(
+            self.catalogue.n_brands, (profiles, bm.FAVOURITE_BRANDS), p=self.catalogue.brand_share
+        ).astype(np.int32)
+        self.item_masks: list[np.ndarray] = []  # per item target: articles it matches
         width = max(7, len(str(profiles - 1)))
         digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(profiles)), pa.string()), width, "0")
         self.profile_ids = pc.binary_join_element_wise("p", digits, "")
 
-    def simulate(self, rng, d: int, day: dt.date, lo: int, hi: int, cum: np.ndarray, chunk: int):
-        """Day d of profiles lo..hi: their events, their state today, and whether they ordered.
-        What a history shows of each of them that day is left in `self.observed` (for the
-        observable oracle; counting draws nothing)."""
+    def simulate(self, rng, d: int, day: dt.date, lo: int, hi: int, pop: Popularity, chunk: int):
+        """Day d of profiles lo..hi (`pop`: the day's popularity): their events, their state
+        today, and whether they ordered. What a history shows of each of them that day is left
+        in `self.observed` (for the observable oracle; counting draws nothing)."""
         n = hi - lo
         state = self.state[lo:hi].copy()
         arriving = self.arrival[lo:hi] == d
@@ -411,7 +467,6 @@ class World:
         # An order needs a session; a profile arriving later shows up with one.
         sessions = np.maximum(sessions, (ordered | (arriving & (d > 0))).astype(sessions.dtype))
         self.has_event[lo:hi] |= sessions > 0
-        self.orders[d % 8, lo:hi] = ordered
 
         n_sessions = int(sessions.sum())
         sess_profile = np.repeat(np.arange(n), sessions)
@@ -433,11 +488,6 @@ class World:
         etype[in_funnel] = FUNNEL_CODES[(pos - base[ev_sess])[in_funnel]]
         n_types = len(bm.SESSION_TYPES)
         drawn = sess_profile[ev_sess][~in_funnel] * n_types + k[~in_funnel]
-        self.observed = Observed(
-            sessions=sessions,
-            types=np.bincount(drawn, minlength=n * n_types).reshape(n, n_types),
-            ordered=ordered,
-        )
 
         # Sessions: a start hour from the daily curve, events minutes apart, all within the day.
         gaps = rng.exponential(GAP_MEAN_MS, n_events).astype(np.int64)
@@ -453,10 +503,33 @@ class World:
         day_ms = (day - dt.date(1970, 1, 1)).days * DAY_MS
         ts = day_ms + begin[ev_sess] + offset
 
-        # Articles by popularity; often the previous event's again (always in the order funnel).
-        fresh = self.catalogue.sample(rng, cum, n_events)
+        # Articles from the profile's preferences; often the previous event's again. The order
+        # funnel is about the session's last carted article, else its last one: a choice made
+        # without looking at the articles, so the ordered article is distributed as one fresh
+        # draw (what the truth of an item target assumes).
+        fresh = self.browse(rng, pop, lo + sess_profile[ev_sess])
         new = (pos == 0) | ((rng.random(n_events) >= REUSE_ARTICLE) & ~in_funnel)
         source = np.maximum.accumulate(np.where(new, np.arange(n_events), 0))
+        carted = (etype == CODE["add_to_cart"]) & ~in_funnel
+        last_cart = np.maximum.accumulate(np.where(carted, np.arange(n_events), -1))
+        from_cart = in_funnel & (last_cart >= sess_first_event[ev_sess])
+        source[from_cart] = source[last_cart[from_cart]]
+        article = fresh[source]
+        order_at = np.flatnonzero(in_funnel & (etype == CODE["order"]))
+        self.order_article[d % len(self.order_article), lo:hi] = -1
+        self.order_article[d % len(self.order_article), lo + sess_profile[ev_sess[order_at]]] = (
+            article[order_at]
+        )
+        draws, matching = self.seen_draws(
+            n, sess_profile[ev_sess], ev_sess, etype, in_funnel, article
+        )
+        self.observed = Observed(
+            sessions=sessions,
+            types=np.bincount(drawn, minlength=n * n_types).reshape(n, n_types),
+            ordered=ordered,
+            draws=draws,
+            matching=matching,
+        )
         ts_format = rng.choice(len(TS_FORMAT_SHARE), size=n_events, p=TS_FORMAT_SHARE).astype(
             np.int8
         )
@@ -466,10 +539,71 @@ class World:
             profile=(lo + sess_profile[ev_sess]).astype(np.int32),
             ts=ts.astype(np.int64),
             etype=etype.astype(np.int8),
-            article=fresh[source],
+            article=article,
             ts_format=ts_format,
         )
         return events, state, ordered
+
+    def browse(self, rng, pop: Popularity, profile: np.ndarray) -> np.ndarray:
+        """One fresh article per entry of `profile`: a category from its preference, then an
+        article by popularity within it, favourite brands' articles weighing 1 + BRAND_BOOST
+        times theirs (drawn in two steps: the favourites' share of the tilted mass, else the
+        whole category by popularity; together exactly the tilted weights)."""
+        n, nb = len(profile), self.catalogue.n_brands
+        cum = np.cumsum(self.preference[profile], axis=1, dtype=np.float64)
+        u = rng.random(n)[:, None] * cum[:, -1:]
+        category = np.minimum((u >= cum).sum(axis=1), len(CATEGORIES) - 1)
+        fav = self.favourites[profile]
+        fav_mass = pop.cells[category[:, None], fav]  # (n, favourites)
+        boost = bm.BRAND_BOOST * fav_mass.sum(axis=1)
+        mass = pop.cells.sum(axis=1)[category]
+        to_fav = rng.random(n) * (mass + boost) < boost
+        first = category * nb
+        last = first + nb
+        f = np.flatnonzero(to_fav)
+        fcum = np.cumsum(fav_mass[f], axis=1)
+        k = np.minimum(
+            (rng.random(len(f))[:, None] * fcum[:, -1:] >= fcum).sum(axis=1), fav.shape[1] - 1
+        )
+        first[f] += fav[f, k]
+        last[f] = first[f] + 1
+        return pop.sample_in_cells(rng, first, last)
+
+    def match_share(self, pop: Popularity, matched: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """m[i]: probability that a fresh article of profile lo+i on `pop`'s day is one of the
+        `matched` cell masses (`Popularity.cell_mass` of a target's mask), exactly as `browse`
+        draws: sum over categories of preference x the matched share of the tilted mass."""
+        fav = self.favourites[lo:hi]
+        num = np.broadcast_to(matched.sum(axis=1), (hi - lo, len(CATEGORIES))).copy()
+        den = np.broadcast_to(pop.cells.sum(axis=1), (hi - lo, len(CATEGORIES))).copy()
+        for k in range(fav.shape[1]):
+            num += bm.BRAND_BOOST * matched[:, fav[:, k]].T
+            den += bm.BRAND_BOOST * pop.cells[:, fav[:, k]].T
+        pref = self.preference[lo:hi].astype(np.float64)
+        return np.einsum("ic,ic->i", pref, num / den) / pref.sum(axis=1)
+
+    def seen_draws(
+        self,
+        n: int,
+        profile: np.ndarray,
+        session: np.ndarray,
+        etype: np.ndarray,
+        in_funnel: np.ndarray,
+        article: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per profile: fresh articles a history shows (an article-carrying session event
+        whose article differs from the session's previous one shown; the order funnel left out),
+        and how many of them each item target matches, (n, item targets)."""
+        shown = np.flatnonzero(WITH_ARTICLE[etype] & ~in_funnel)
+        a, sess = article[shown], session[shown]
+        new = np.ones(len(shown), bool)
+        new[1:] = (sess[1:] != sess[:-1]) | (a[1:] != a[:-1])
+        who, a = profile[shown[new]], a[new]
+        draws = np.bincount(who, minlength=n)
+        matching = np.zeros((n, len(self.item_masks)), np.int64)
+        for k, mask in enumerate(self.item_masks):
+            matching[:, k] = np.bincount(who[mask[a]], minlength=n)
+        return draws, matching
 
     def advance(self, rng, lo: int, hi: int, state: np.ndarray, ordered: np.ndarray) -> None:
         """Step the chain of profiles lo..hi to tomorrow."""
@@ -495,6 +629,11 @@ class World:
             "activity_sigma": bm.ACTIVITY_SIGMA,
             "affinity_sigma": bm.AFFINITY_SIGMA,
             "present_share": PRESENT_SHARE,
+            "preference_concentration": bm.PREFERENCE_CONCENTRATION,
+            "category_share": self.catalogue.category_share.round(6).tolist(),
+            "favourite_brands": bm.FAVOURITE_BRANDS,
+            "brand_boost": bm.BRAND_BOOST,
+            "reuse_article": REUSE_ARTICLE,
             "catalogue_initial": self.catalogue.initial,
             "catalogue_new_per_day": self.catalogue.per_day,
         }
@@ -594,29 +733,3 @@ def write_truth(
     )
     storage.write_parquet(table, storage.join(uri, "part-00000.parquet"))
     storage.mark_complete(uri)
-
-
-def score_matured(world: World, open_truth: list, d: int, start: dt.date, summary: Summary) -> None:
-    """Once day D has 7 simulated days after it, score its truth against the realised orders."""
-    while open_truth and d - open_truth[0][0] >= 7:
-        day0, idx, p, p_observable = open_truth.pop(0)
-        rows = [(day0 + k) % 8 for k in range(1, 8)]
-        label = world.orders[rows][:, idx].any(axis=0)
-        key = (start + dt.timedelta(days=day0)).isoformat()
-        summary.order_share_7d[key] = round(float(label.mean()), 5) if len(label) else 0.0
-        summary.oracle_auc_7d[key] = round(auc(p, label), 5)
-        if p_observable is not None:
-            summary.observable_auc_7d[key] = round(auc(p_observable, label), 5)
-
-
-def auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half); NaN without both classes."""
-    pos = int(label.sum())
-    neg = len(label) - pos
-    if pos == 0 or neg == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
-    upper = np.cumsum(counts)
-    mid_rank = upper - (counts - 1) / 2.0  # average 1-based rank of each distinct score
-    ranks = mid_rank[inverse]
-    return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))

@@ -24,6 +24,13 @@ session of an arrival that day: both hypotheses are kept with their prior weight
 into one posterior after that day (the model is the same from then on). Late and duplicate
 deliveries and the aggregator's truncation are ignored: the oracle reads the simulation's counts.
 
+Item targets (an order in chosen categories, of chosen brands, ...): the profile's match share m
+(the chance that an ordered article matches) is independent of the state and grid node given
+the history, since articles are drawn apart from the intent chain; the target's no-match
+recursion is a polynomial in 1 - m, so its expectation takes the moments of m's posterior
+(`MatchPosterior`, a Beta updated by the fresh articles a history shows in and out of the
+target): exact for targets on categories only, an approximation otherwise (docs/generate.md).
+
 Cost: most days a profile has no session, and a quiet day multiplies every profile's posterior
 by the same per-node 5x5 operator. So a profile's posterior is stored only as of its last day
 with a session (`beta`: the predictive over tomorrow's state and the grid nodes, float32), and
@@ -92,6 +99,38 @@ class Observed:
     sessions: np.ndarray  # (n,) sessions that day
     types: np.ndarray  # (n, N_TYPES) session events by `SESSION_TYPES`, order funnel excluded
     ordered: np.ndarray  # (n,) bool: ordered that day
+    # Fresh articles the day's history shows, and how many of them each item target matches.
+    draws: np.ndarray | None = None  # (n,)
+    matching: np.ndarray | None = None  # (n, item targets)
+
+
+class MatchPosterior:
+    """Per profile, the posterior of m (the share of its fresh articles that an item target
+    matches) as a Beta: the prior `a`, `b` plus the fresh articles its history showed in and
+    out of the target. For a target on categories only, m is the profile's preference mass on
+    them, Beta(c pi, c (1 - pi)) exactly under the Dirichlet(c x popularity) preference, and
+    the counts are Bernoulli(m): the posterior is exact. Otherwise the prior is fitted to the
+    population's m by its mean and variance (an approximation, `exact` False)."""
+
+    def __init__(self, profiles: int, a: float, b: float, exact: bool):
+        self.a, self.b, self.exact = a, b, exact
+        self.inside = np.zeros(profiles, np.int32)
+        self.outside = np.zeros(profiles, np.int32)
+
+    def observe(self, lo: int, hi: int, draws: np.ndarray, matching: np.ndarray) -> None:
+        self.inside[lo:hi] += matching
+        self.outside[lo:hi] += draws - matching
+
+    def moments(self, idx: np.ndarray, degree: int) -> np.ndarray:
+        """E[(1 - m)**j | history], j = 0..degree, for profiles idx: (len(idx), degree + 1)."""
+        a = self.a + self.inside[idx].astype(np.float64)
+        b = self.b + self.outside[idx].astype(np.float64)
+        t = np.arange(degree)
+        ratio = (b[:, None] + t) / (a[:, None] + b[:, None] + t)
+        return np.column_stack([np.ones(len(idx)), np.cumprod(ratio, axis=1)])
+
+    def describe(self) -> dict:
+        return {"prior_a": self.a, "prior_b": self.b, "exact": self.exact}
 
 
 class ObservableOracle:
@@ -109,13 +148,16 @@ class ObservableOracle:
         horizons: list[int],
         grid: Grid | None = None,
         dtype: type = np.float32,
+        matching: list[int] = (),
     ):
         """`arrival[d]`: prior probability that a profile arrives on day d (day 0: present from
-        the start); `horizons`: the H (days) to predict; `dtype` of the stored posteriors
+        the start); `horizons`: the H (days) to predict; `matching`: the H of item targets
+        (`predict` then needs their match moments); `dtype` of the stored posteriors
         (float32 halves the memory; float64 keeps the filter exact to rounding, for tests)."""
         self.grid = grid if grid is not None else prior_grid()
         self.arrival = np.asarray(arrival, np.float64)
         self.horizons = list(horizons)
+        self.matching = list(matching)
         g = len(self.grid)
         # Per profile, as of its last day with a session (`last`): P(state tomorrow, node | its
         # history), normalised. Profiles without a session yet are all alike: not stored.
@@ -166,14 +208,18 @@ class ObservableOracle:
         self._quiet0 = start * quiet
 
         # For `predict`: per last day j, the columns [N_h..., Z] with p_h = 1 - <beta, N_h> /
-        # <beta, Z>. u[s, g, h]: no order in D+1..D+H from state s on D+1 (the truth's recursion).
+        # <beta, Z>. u[s, g, h]: no order in D+1..D+H from state s on D+1 (the truth's recursion);
+        # then per item target the coefficients of its no-match survival in (1 - m).
         first_weekday = (weekday + 1) % 7
-        u = np.stack(
-            [bm.no_order_survival(self.grid.affinity, first_weekday, h).T for h in self.horizons],
+        u = np.concatenate(
+            [bm.no_order_survival(self.grid.affinity, first_weekday, h).T[:, :, None]
+             for h in self.horizons]
+            + [bm.no_match_survival_poly(self.grid.affinity, first_weekday, h).transpose(1, 0, 2)
+               for h in self.matching],
             axis=-1,
-        )
+        )  # fmt: skip
         stay_u = np.einsum("st,tgh->sgh", bm.STAY, u)  # after a night without an order
-        nh = len(self.horizons)
+        nh = u.shape[-1]
         self._ahead = {
             j: np.column_stack(
                 [np.einsum("stg,tgh->sgh", m, stay_u).reshape(-1, nh), m.sum(axis=1).ravel()]
@@ -248,23 +294,35 @@ class ObservableOracle:
         out[np.flatnonzero(forced & (n == 1))] += self._log1p_lam - self._log_lam
         return out
 
-    def predict(self, lo: int, which: np.ndarray) -> np.ndarray:
-        """P(order in D+1..D+H) for profiles lo+which (each seen by now), (len(which), horizons).
+    def predict(self, lo: int, which: np.ndarray, moments: list[np.ndarray] = ()) -> np.ndarray:
+        """P(order in D+1..D+H) for profiles lo+which (each seen by now), one column per
+        horizon, then P(a matching order in D+1..D+H) per item target (`matching`), given
+        moments[k] = E[(1 - m)**j | history], j = 0..H, (len(which), H + 1) (`MatchPosterior`).
 
         A profile quiet since its last session on day j has x_today = beta . reach[j], and
         p = 1 - <x_today, STAY u> / <x_today, 1> (u: no order in the horizon from tomorrow's
         state): dot products of beta with columns precomputed per j in `begin_day`. With a
-        session today beta is already tomorrow's prior: p = 1 - <beta, u>.
+        session today beta is already tomorrow's prior: p = 1 - <beta, u>. For an item target
+        u is a polynomial in 1 - m, and m is independent of the state and grid node given the
+        history (articles are drawn apart from the intent), so its expectation is the
+        polynomial's coefficients against the moments.
         """
         idx = lo + np.asarray(which)
-        out = np.empty((len(idx), len(self.horizons)))
+        nh = len(self.horizons)
+        out = np.empty((len(idx), nh + len(self.matching)))
         for j, sel in groups(self.last[idx]):
             if j < 0:
                 raise ValueError("predict: a profile without any session so far")
             for b in range(0, len(sel), BLOCK):  # bounded copies of beta
                 rows = sel[b : b + BLOCK]
                 dots = small_products(self.beta[idx[rows]].reshape(len(rows), -1), self._ahead[j])
-                out[rows] = 1.0 - dots[:, :-1] / dots[:, -1:]
+                terms = dots[:, :-1] / dots[:, -1:]
+                out[rows, :nh] = 1.0 - terms[:, :nh]
+                at = nh
+                for k, h in enumerate(self.matching):
+                    survive = np.einsum("rj,rj->r", terms[:, at : at + h + 1], moments[k][rows])
+                    out[rows, nh + k] = 1.0 - survive
+                    at += h + 1
         return np.clip(out, 0.0, 1.0)
 
     def tomorrow(self, lo: int, which: np.ndarray) -> np.ndarray:
