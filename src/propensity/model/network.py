@@ -4,16 +4,19 @@ Per event: embeddings of event type and hashed article, brand and category; a on
 event type; log time since the previous event; log age (time from the event to the prediction
 time); log price; time of day (sin/cos) and weekday (one-hot). The LSTM's hidden state at each
 history's last real event, with the profile context (time since the last event, calendar
-features of the prediction time) and the log of decayed event counts per type (sum over events
-of one-hot(type) * exp(-age / tau), for each tau in `model.count_decay_days`), feeds a small head
-with one logit per target.
+features of the prediction time, and the histories' counters over the whole retention window:
+tenure, order value, events, active days and recency per type; see `batches`) and the log of
+decayed event counts per type (sum over events of one-hot(type) * exp(-age / tau), for each tau
+in `model.count_decay_days`), feeds a small head with one logit per target.
 
 Why the counts: recency-weighted frequencies are what a logistic regression on hand-made features
 lives on, and an LSTM learns sums over hundreds of steps slowly from a few thousand positives;
 given them directly, the sequence model starts where the regression ends and the LSTM state adds
-the order and content of events. They are computed from the one-hot slice of the per-event
-vectors, so integrated gradients attribute them to the events that make them up (at the zero
-baseline every count is zero).
+the order and content of events. The stored counters add what the decayed counts cannot see:
+the events `max_events` cut from the list (a heavy visitor's 200 events may cover only days).
+The decayed counts are computed from the one-hot slice of the per-event vectors, so
+integrated gradients attribute them to the events that make them up (at the zero baseline
+every count is zero); the stored counters are attributed as profile-level features.
 Scores are `torch.sigmoid(logits)`.
 
 The forward pass is split so explanations can work on the per-event input vectors:
@@ -47,6 +50,7 @@ _ARCH_FIELDS = (
     "category_dim",
     "count_decay_days",
     "wide",
+    "counters",
 )
 _HOURS_PER_DAY = 24.0
 COUNT_FLOOR = 0.01  # added to decayed counts before the log: "none" sits at log(0.01) = -4.6
@@ -82,6 +86,7 @@ class PropensityModel(nn.Module):
             article_buckets=m.article_buckets,
             brand_buckets=m.brand_buckets,
             category_buckets=m.category_buckets,
+            counters=m.counters,
         )
         self.targets = list(targets)
         self.type_emb = nn.Embedding(len(types), m.type_dim)
@@ -108,7 +113,8 @@ class PropensityModel(nn.Module):
             start += width
         self.input_size = start
         self.lstm = nn.LSTM(self.input_size, m.hidden_size, num_layers=1, batch_first=True)
-        n_context = len(CONTEXT_FEATURES)
+        context_names = self.spec.context_features
+        n_context = len(context_names)
         self.n_counts = 2 * len(self.count_decay_hours) * len(types)  # decayed and windowed
         # Standardises the profile-level inputs (as the baseline regression's scaler does), so
         # the wide part's weights all learn at one pace. Fixed statistics of the training rows
@@ -117,8 +123,8 @@ class PropensityModel(nn.Module):
         n_profile = n_context + self.n_counts
         self.register_buffer("profile_mean", torch.zeros(n_profile))
         self.register_buffer("profile_std", torch.ones(n_profile))
-        scale = torch.ones(n_context)
-        scale[CONTEXT_FEATURES.index("log_hours_since_last")] = _LOG_SCALE
+        # Every log feature of the context on the scale of the per-event ones (flags stay 0/1).
+        scale = torch.tensor([_LOG_SCALE if n.startswith("log_") else 1.0 for n in context_names])
         self.register_buffer("context_scale", scale, persistent=False)
         self.head = nn.Sequential(
             nn.Dropout(m.dropout),
@@ -199,11 +205,14 @@ class PropensityModel(nn.Module):
         windowed = torch.log1p(counts[..., w:, :])
         return torch.cat([decayed, windowed], dim=-2).flatten(-2) * _LOG_SCALE
 
-    def _head(self, hidden: torch.Tensor, context: torch.Tensor,
-              counts: torch.Tensor) -> torch.Tensor:
+    def _head(
+        self, hidden: torch.Tensor, context: torch.Tensor, counts: torch.Tensor
+    ) -> torch.Tensor:
         context = context.to(hidden.dtype) * self.context_scale.to(hidden.dtype)
         profile = torch.cat([context, counts.to(hidden.dtype)], dim=-1)
-        profile = (profile - self.profile_mean.to(profile.dtype)) / self.profile_std.to(profile.dtype)
+        profile = (profile - self.profile_mean.to(profile.dtype)) / self.profile_std.to(
+            profile.dtype
+        )
         logits = self.head(torch.cat([hidden, profile], dim=-1))
         if self.wide is not None:
             logits = logits + self.wide(profile)
