@@ -243,12 +243,24 @@ class PropensityModel(nn.Module):
             self.wide.weight[j] = torch.from_numpy(fit.coef_[0]).float()
             self.wide.bias[j] = float(fit.intercept_[0])
 
-    def forward_from_embedded(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Logits [B, n_targets] from per-event vectors `x` (output of `embed`)."""
+    def sequence_part(self, x: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the head reads of the events: the final LSTM states [B, H] and the decayed
+        counts [B, n_counts] (the context, counters included, is applied by `logits_from`)."""
         states = self.hidden_states(x)
         last = (batch.lengths.to(states.device) - 1).clamp(min=0)
         final = states[torch.arange(states.shape[0], device=states.device), last]
-        return self._head(final, batch.context, self.decayed_counts(x, batch))
+        return final, self.decayed_counts(x, batch)
+
+    def logits_from(
+        self, final: torch.Tensor, context: torch.Tensor, counts: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits [B, n_targets] from `sequence_part`'s output and a context [B, C]."""
+        return self._head(final, context, counts)
+
+    def forward_from_embedded(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Logits [B, n_targets] from per-event vectors `x` (output of `embed`)."""
+        final, counts = self.sequence_part(x, batch)
+        return self.logits_from(final, batch.context, counts)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits [B, n_targets]; scores are sigmoid(logits)."""
