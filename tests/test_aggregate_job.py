@@ -288,7 +288,7 @@ def test_version1_snapshot_reads_as_unknown_until_full(spark, tmp_path):
         crc = Path(storage.resolve(f)[1]).with_name(f".{Path(f).name}.crc")
         crc.unlink()  # Hadoop's checksum of the file Spark wrote, no longer this file's
     summary = run(spark, cfg, d1)
-    assert summary["profiles_counters_unknown"] == 1
+    assert summary["profiles_counters_unknown"] == 1 and summary["histories_version"] == 2
     rows = snapshot_rows(cfg, d1)
     unknown = [r for r in rows if r["first_seen"] is None]
     assert len(unknown) == 1 and unknown[0]["n_events"] == 2
