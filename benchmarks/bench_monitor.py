@@ -99,7 +99,7 @@ def main() -> None:
                           force=True)
         generate_stream(
             fcfg.uri("events"), first, PAST_DAYS + CYCLE_DAYS, PROFILES, seed=SEED,
-            horizons={f"p_{t.name}": t.horizon_days for t in fcfg.targets},
+            targets=fcfg.targets,
             faults=[Fault.parse(f"{text}@{FAULT_DAY}")],
         )
         last = FAULT_DAY + dt.timedelta(days=2)

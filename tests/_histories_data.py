@@ -1,8 +1,8 @@
 """Helpers for the aggregation tests: hand-made event partitions and a pure-Python oracle.
 
 The oracle is the slow, obvious version of the whole aggregation (parse, validate, dedupe,
-pseudonymise, hash, retention, truncation) over every raw partition of the window at once;
-the Spark job, incremental or full, must give exactly its rows.
+pseudonymise, hash, retention, truncation, counters) over every raw partition of the window at
+once; the Spark job, incremental or full, must give exactly its rows.
 """
 
 from __future__ import annotations
@@ -140,11 +140,13 @@ def oracle(cfg: Config, key: bytes, raw: dict[dt.date, list[str]], day: dt.date)
     )
     rows = []
     for pid, kept in sorted(events.items()):
-        items = sorted(i for _, i in kept.values() if i[0] >= start)[-cfg.histories.max_events :]
+        window = sorted(i for _, i in kept.values() if i[0] >= start)
+        items = window[-cfg.histories.max_events :]
         if not items:
             continue
         cols = list(zip(*items))
         ts = [EPOCH + dt.timedelta(milliseconds=t) for t in cols[0]]
+        older = window[: len(window) - len(items)]
         rows.append(
             {
                 "profile_id": pid,
@@ -158,9 +160,32 @@ def oracle(cfg: Config, key: bytes, raw: dict[dt.date, list[str]], day: dt.date)
                 "category": list(cols[5]),
                 "price": list(cols[6]),
                 "event_key": list(cols[1]),
+                **counters(window),
+                "older_ts": [EPOCH + dt.timedelta(milliseconds=i[0]) for i in older],
+                "older_event_type": [i[2] for i in older],
+                "older_price": [i[6] for i in older],
+                "older_event_key": [i[1] for i in older],
             }
         )
     return rows
+
+
+def counters(window: list[tuple]) -> dict:
+    """The counter columns of a profile from all its distinct events of the window, by
+    definition (docs/aggregate.md, "Counters"): items (ts ms, key, type, ..., price), sorted."""
+    types = sorted({i[2] for i in window})
+    of = {t: [i for i in window if i[2] == t] for t in types}
+    return {
+        "first_seen": EPOCH + dt.timedelta(milliseconds=window[0][0]),
+        "counter_types": types,
+        "type_events": [len(of[t]) for t in types],
+        "type_days": [len({i[0] // 86_400_000 for i in of[t]}) for t in types],
+        "type_last_ts": [
+            EPOCH + dt.timedelta(milliseconds=max(i[0] for i in of[t])) for t in types
+        ],
+        # Oldest first, as the job sums (float addition is not associative).
+        "order_value": sum((i[6] or 0.0 for i in of.get("order", [])), 0.0),
+    }
 
 
 def read_raw(cfg: Config, days: list[dt.date]) -> dict[dt.date, list[str]]:

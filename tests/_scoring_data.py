@@ -14,11 +14,12 @@ import pyarrow as pa
 
 from propensity import storage
 from propensity.config import Config
-from propensity.histories.schema import HISTORY_SCHEMA
+from propensity.histories.schema import COUNTER_COLUMNS, HISTORY_SCHEMA
 
 TS = pa.timestamp("ms", tz="UTC")
-# The histories contract without the dedupe key, which the model never reads.
-SCHEMA = pa.schema([f for f in HISTORY_SCHEMA if f.name != "event_key"])
+# The histories contract without the dedupe key, which the model never reads, and as a
+# version-1 snapshot (no counters: the model reads them as unknown).
+SCHEMA = pa.schema([f for f in HISTORY_SCHEMA if f.name not in ("event_key", *COUNTER_COLUMNS)])
 
 
 def make_histories(

@@ -14,12 +14,13 @@ import numpy as np
 import pyarrow as pa
 
 from propensity import storage
-from propensity.histories.schema import HISTORY_SCHEMA
+from propensity.histories.schema import COUNTER_COLUMNS, HISTORY_SCHEMA
 
 DAY_MS = 86_400_000
 TS = pa.timestamp("ms", tz="UTC")
 # The histories contract without the dedupe key, which the model never reads.
-SCHEMA = pa.schema([f for f in HISTORY_SCHEMA if f.name != "event_key"])
+# A version-1 snapshot (no counters: the model reads them as unknown).
+SCHEMA = pa.schema([f for f in HISTORY_SCHEMA if f.name not in ("event_key", *COUNTER_COLUMNS)])
 
 
 def day_ms(day: dt.date) -> int:

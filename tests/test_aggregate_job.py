@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from _histories_data import check, event, oracle, read_raw, snapshot_rows, write_day
@@ -17,7 +18,7 @@ from propensity.cli import app
 from propensity.errors import BadInput, MissingInput
 from propensity.events.generate import generate_stream
 from propensity.histories.job import run
-from propensity.histories.schema import HISTORY_SCHEMA, SUMMARY_NAME
+from propensity.histories.schema import COUNTER_COLUMNS, HISTORY_SCHEMA, SUMMARY_NAME
 
 START = dt.date(2026, 1, 1)
 DAYS = [START + dt.timedelta(days=i) for i in range(4)]
@@ -59,6 +60,10 @@ def test_chain_matches_oracle_and_full_rebuild(spark, chain, caplog):
     assert sum(s["events_expired"] for s in summaries) > 0
     assert sum(s["events_truncated"] for s in summaries) > 0
     assert max(r["n_events"] for r in incremental) == 12
+    # The counters cover events the lists cut (the oracle counts the whole window).
+    assert any(r["older_ts"] for r in incremental)
+    assert any(sum(r["type_events"]) > r["n_events"] for r in incremental)
+    assert sum(s["profiles_counters_unknown"] for s in summaries) == 0
     # --full from the raw window gives the same rows.
     with caplog.at_level(logging.INFO):
         full = run(spark, cfg, last, "full")
@@ -255,3 +260,42 @@ def test_cli(spark, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "invalid_json=1" in r.output and "snapshot_profiles" in r.output
     assert len(snapshot_rows(cfg, "2026-01-05")) == 1
+
+
+def test_version1_snapshot_reads_as_unknown_until_full(spark, tmp_path):
+    """The migration: an incremental day on a snapshot written before the counters keeps its
+    profiles' counters unknown (their cut events are lost); --full rebuilds them exactly."""
+    cfg = make_config(tmp_path, "histories.max_events=2")
+    d0, d1 = dt.date(2026, 1, 5), dt.date(2026, 1, 6)
+    write_day(
+        cfg,
+        str(d0),
+        [
+            event("p1", "2026-01-05T10:00:00Z", eid="a", etype="order", price=3.0),
+            event("p1", "2026-01-05T11:00:00Z", eid="b"),
+            event("p1", "2026-01-05T12:00:00Z", eid="c"),
+        ],
+    )
+    write_day(
+        cfg,
+        str(d1),
+        [event("p1", "2026-01-06T10:00:00Z", eid="d"), event("p2", "2026-01-06T10:00:00Z")],
+    )
+    run(spark, cfg, d0, "bootstrap")
+    # D0 as a version-1 job wrote it: the same files without the counter columns.
+    for f in storage.parquet_files(storage.partition(cfg.uri("histories"), d0)):
+        storage.write_parquet(storage.open_parquet(f).read().drop_columns(COUNTER_COLUMNS), f)
+        crc = Path(storage.resolve(f)[1]).with_name(f".{Path(f).name}.crc")
+        crc.unlink()  # Hadoop's checksum of the file Spark wrote, no longer this file's
+    summary = run(spark, cfg, d1)
+    assert summary["profiles_counters_unknown"] == 1 and summary["histories_version"] == 2
+    rows = snapshot_rows(cfg, d1)
+    unknown = [r for r in rows if r["first_seen"] is None]
+    assert len(unknown) == 1 and unknown[0]["n_events"] == 2
+    assert all(unknown[0][c] is None for c in COUNTER_COLUMNS)
+    assert run(spark, cfg, d1, "full")["profiles_counters_unknown"] == 0
+    full = snapshot_rows(cfg, d1)
+    assert full == oracle(cfg, cfg.pseudonym_key(), read_raw(cfg, [d0, d1]), d1)
+    p1 = next(r for r in full if r["n_events"] == 2)
+    assert p1["counter_types"] == ["order", "view"] and p1["type_events"] == [1, 3]
+    assert p1["order_value"] == 3.0

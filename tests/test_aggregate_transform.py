@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from propensity.histories import transform
 from propensity.hashing import xxhash64
-from propensity.histories.schema import HISTORY_COLUMNS, REASONS
+from propensity.histories.schema import COUNTER_COLUMNS, HISTORY_COLUMNS, REASONS
 from propensity.pseudonym import pseudonym_column, pseudonymise
 
 DAY = dt.date(2026, 1, 10)
@@ -216,3 +216,73 @@ def test_future_tolerance_is_configurable(spark, tmp_path, tolerance):
     cfg = make_config(tmp_path, f"events.future_tolerance_hours={tolerance}")
     rows = checked(spark, cfg, [event("p1", "2026-01-11T12:00:00Z")]).collect()
     assert rows[0]["reason"] == ("ts_in_future" if tolerance == 0 else None)
+
+
+def _at(text: str) -> float:
+    """Epoch seconds of an ISO time (Spark collects timestamps as naive local datetimes)."""
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
+def test_counters_keep_what_the_lists_cut(spark, tmp_path):
+    """Orders that max_events cut from the lists still count (events, days, last time, value);
+    a redelivery of a cut order does not count twice, a late one counts on its own day, and
+    the counters forget what expires from the window."""
+    from conftest import make_config
+
+    cfg = make_config(tmp_path, "histories.max_events=2", "histories.retention_days=3")
+    d1, d2, d3 = DAY, DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)
+    day1 = [
+        event("p1", "2026-01-10T08:00:00Z", eid="o1", etype="order", price=10.0),
+        event("p1", "2026-01-10T09:00:00Z", eid="o2", etype="order", price=2.5),
+        event("p1", "2026-01-10T10:00:00Z", eid="o3", etype="order"),  # no price: counts 0
+    ]
+    s1 = build(spark, cfg, day1, day=d1)
+    day2 = [
+        event("p1", "2026-01-11T08:00:00Z", eid="v1"),
+        event("p1", "2026-01-11T09:00:00Z", eid="v2"),
+        event("p1", "2026-01-10T08:00:00Z", eid="o1", etype="order", price=10.0),  # redelivered
+        event("p1", "2026-01-09T08:00:00Z", eid="o0", etype="order", price=4.0),  # late
+    ]
+    merged = transform.merge(checked(spark, cfg, day2, d2).filter("reason IS NULL"), s1, d2, cfg)
+    stats = merged.agg(*transform.merge_stats()).collect()[0].asDict()
+    assert stats["duplicates_of_snapshot"] == 1 and stats["profiles_counters_unknown"] == 0
+    (row,) = transform.finish(merged).collect()
+    # Every order has left the lists (two views are newer) ...
+    assert row["event_type"] == ["view", "view"]
+    assert row["older_event_key"] == [xxhash64(f"id:o{i}") for i in range(4)]
+    # ... and the counters still hold them, the late one on its own day.
+    counts = dict(zip(row["counter_types"], zip(row["type_events"], row["type_days"])))
+    assert counts == {"order": (4, 2), "view": (2, 1)}
+    last = {t: x.timestamp() for t, x in zip(row["counter_types"], row["type_last_ts"])}
+    assert last == {"order": _at("2026-01-10T10:00:00Z"), "view": _at("2026-01-11T09:00:00Z")}
+    assert row["order_value"] == 16.5
+    assert row["first_seen"].timestamp() == _at("2026-01-09T08:00:00Z")
+    assert row["first_ts"] > row["first_seen"]
+    # A day later the late order (Jan 9) leaves the 3-day window, the rest stays.
+    later = transform.finish(
+        transform.merge(
+            checked(spark, cfg, [], d3).filter("reason IS NULL"), transform.finish(merged), d3, cfg
+        )
+    ).collect()[0]
+    assert dict(zip(later["counter_types"], later["type_events"])) == {"order": 3, "view": 2}
+    assert later["order_value"] == 12.5 and later["first_seen"].timestamp() == _at(
+        "2026-01-10T08:00:00Z"
+    )
+
+
+def test_snapshot_without_counters_keeps_them_unknown(spark, config):
+    """A version-1 snapshot (no counter columns) merges: its profiles' counters stay unknown
+    (null), a new profile's are known."""
+    s1 = build(spark, config, [event("p1", "2026-01-10T08:00:00Z", eid="a")])
+    v1 = s1.drop(*COUNTER_COLUMNS)
+    day = DAY + dt.timedelta(days=1)
+    lines = [event("p1", "2026-01-11T08:00:00Z", eid="b"), event("p2", "2026-01-11T08:00:00Z")]
+    merged = transform.merge(
+        checked(spark, config, lines, day).filter("reason IS NULL"), v1, day, config
+    )
+    assert merged.agg(*transform.merge_stats()).collect()[0]["profiles_counters_unknown"] == 1
+    rows = sorted(transform.finish(merged).collect(), key=lambda r: r["n_events"])
+    assert [r["n_events"] for r in rows] == [1, 2]
+    new, old = rows
+    assert new["counter_types"] == ["view"] and new["type_events"] == [1] and new["older_ts"] == []
+    assert all(old[c] is None for c in COUNTER_COLUMNS)

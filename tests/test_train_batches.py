@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-from _training_data import SCHEMA, day_ms, event, histories_table, simulate
+from _training_data import SCHEMA, TS, day_ms, event, histories_table, simulate
 
 from propensity.errors import BadInput
 from propensity.model.batches import (
@@ -135,3 +135,67 @@ def test_misaligned_lists_are_refused_naming_the_column(config):
         encode(t, FeatureSpec.from_config(config), DAY, source="histories/dt=x")
     with pytest.raises(BadInput, match="'price' is missing"):
         encode(t.drop(["price"]), FeatureSpec.from_config(config), DAY)
+
+
+def with_counters(table: pa.Table) -> pa.Table:
+    """The first three profiles with hand-made counters: known (with a type outside the
+    vocabulary, which counts as other), unknown (a version-1 row), known without orders."""
+    t = table.slice(0, 3)
+    at = lambda *d: [dt.datetime(2026, 1, x, 12, tzinfo=dt.UTC) for x in d]
+    return (
+        t.append_column("first_seen", pa.array([at(1)[0], None, at(19)[0]], TS))
+        .append_column("counter_types", pa.array([["order", "teleport", "view"], None, ["view"]]))
+        .append_column("type_events", pa.array([[3, 2, 40], None, [1]], pa.list_(pa.int32())))
+        .append_column("type_days", pa.array([[2, 1, 9], None, [1]], pa.list_(pa.int32())))
+        .append_column("type_last_ts", pa.array([at(5, 2, 20), None, at(19)], pa.list_(TS)))
+        .append_column("order_value", pa.array([99.5, None, 0.0]))
+    )
+
+
+def counter_reference(row: dict, spec: FeatureSpec, as_of: dt.date) -> list[float]:
+    """The counter features of one row, by their definition (batches module docstring)."""
+    k = len(spec.types)
+    if row["counter_types"] is None:
+        return [1.0] + [0.0] * (2 + 3 * k)
+    end = prediction_time_ms(as_of) / 1000
+    tenure = (end - row["first_seen"].timestamp()) / 86_400
+    events, days, since = [0.0] * k, [0.0] * k, [tenure] * k
+    for name, n, d, last in zip(
+        row["counter_types"], row["type_events"], row["type_days"], row["type_last_ts"]
+    ):
+        i = spec.types.index(name) if name in spec.types else 0
+        events[i] += n
+        days[i] = max(days[i], d)
+        since[i] = (end - last.timestamp()) / 86_400
+    logs = [math.log1p(x) for x in [tenure, row["order_value"], *events, *days, *since]]
+    return [0.0, *logs]
+
+
+def test_counters_enter_the_context_as_their_reference(config, table):
+    spec = FeatureSpec.from_config(config)
+    t = with_counters(table)
+    context = encode(t, spec, DAY).context
+    assert context.shape[1] == len(spec.context_features)
+    start = spec.context_features.index("counters_unknown")
+    for b, row in enumerate(t.to_pylist()):
+        np.testing.assert_allclose(
+            context[b, start:], counter_reference(row, spec, DAY), rtol=1e-5, atol=1e-6
+        )
+    # A version-1 snapshot (no counter columns): every row unknown, the same sequence inputs.
+    old = encode(table.slice(0, 3), spec, DAY).context
+    assert (old[:, start] == 1).all() and not old[:, start + 1 :].any()
+    np.testing.assert_array_equal(old[:, :start], context[:, :start])
+    # Switched off: the context is the prediction-time features alone.
+    off = FeatureSpec(**{**spec.__dict__, "counters": False})
+    assert encode(t, off, DAY).context.shape[1] == start
+
+
+def test_misaligned_counters_are_refused_naming_the_column(config, table):
+    t = with_counters(table)
+    bad = t.set_column(
+        t.schema.get_field_index("type_days"),
+        "type_days",
+        pa.array([[2, 1], None, [1]], pa.list_(pa.int32())),
+    )
+    with pytest.raises(BadInput, match="histories/dt=x: counter column 'type_days'"):
+        encode(bad, FeatureSpec.from_config(config), DAY, source="histories/dt=x")

@@ -159,8 +159,7 @@ class ModelConfig(_Section):
     # LSTM state (recency-weighted frequency, as RFM models use); [] = the LSTM state alone.
     count_decay_days: tuple[float, ...] = (1.0, 7.0, 30.0, 365.0)
     wide: bool = True  # a linear path from the counts and context to the logits (Wide & Deep)
-    # Days the day LSTM reads (events per type and day, oldest first); 0 = no day LSTM.
-    day_steps: int = Field(28, ge=0)
+    counters: bool = True  # the histories' window counters as profile context (docs/train.md)
 
     @field_validator("count_decay_days")
     @classmethod

@@ -3,7 +3,8 @@
 For a seeded sample of histories(D), integrated gradients (see `attribution`) for every event,
 then per group (event type; time before the prediction) the mean |contribution| (how much such
 events move predictions) and the mean signed contribution (in which direction), and each
-group's share of the total |contribution|. `propensity explain --summary` and the monitoring
+group's share of the total |contribution|; the same per counter feature (profile-level inputs,
+`counter_attributions`, against the counters at zero), per profile. `propensity explain --summary` and the monitoring
 report show it through `global_summary(cfg, date, n_profiles)` and `render.summary_html`.
 """
 
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 from propensity import storage
 from propensity.attribution.integrated_gradients import (
     BASELINE,
+    counter_attributions,
     integrated_gradients,
     resolve_target,
 )
@@ -108,6 +110,7 @@ def summarise(model, meta: dict, table: pa.Table, day: dt.date, target: str | No
     encoded = encode(table, model.spec, day, source=f"histories of {day}")
     contributions = np.zeros(int(encoded.offsets[-1]), dtype=np.float64)
     predictions, baselines, gaps = [], [], []
+    counter_parts, counter_gaps, counter_names = [], [], []
     batches = length_buckets(encoded.lengths, BATCH)
     with progress() as bar:
         task = bar.add_task("explaining", total=len(encoded))
@@ -123,6 +126,10 @@ def summarise(model, meta: dict, table: pa.Table, day: dt.date, target: str | No
             predictions.append(ig.prediction)
             baselines.append(ig.baseline)
             gaps.append(ig.gap)
+            counters = counter_attributions(model, batch, t)
+            counter_names = counters.names
+            counter_parts.append(counters.features)
+            counter_gaps.append(counters.gap)
             bar.advance(task, len(rows))
     types = np.array(model.spec.types, dtype=object)[encoded.event_type]
     ts = table.column("ts").combine_chunks().flatten().cast(pa.int64()).to_numpy()
@@ -143,6 +150,27 @@ def summarise(model, meta: dict, table: pa.Table, day: dt.date, target: str | No
         "profiles_not_complete": int((gap > SUMMARY_TOLERANCE).sum()),
         "by_event_type": _groups(types, contributions, list(model.spec.types)),
         "by_recency": _groups(recency_bucket(hours), contributions, RECENCY_NAMES),
+        "by_counter": _counter_groups(counter_names, counter_parts),
+        "max_counter_gap": round(float(np.concatenate(counter_gaps).max(initial=0.0)), 6)
+        if counter_gaps
+        else 0.0,
+    }
+
+
+def _counter_groups(names: list[str], parts: list[np.ndarray]) -> dict[str, dict]:
+    """Per counter feature, over profiles: mean |attribution|, mean, share of the total."""
+    if not names or not parts:
+        return {}
+    values = np.concatenate(parts)  # [profiles, features]
+    total_abs = float(np.abs(values).sum()) or 1.0
+    return {
+        name: {
+            "profiles": int(values.shape[0]),
+            "mean_abs": round(float(np.abs(values[:, i]).mean()), 6),
+            "mean": round(float(values[:, i].mean()), 6),
+            "share_of_abs": round(float(np.abs(values[:, i]).sum()) / total_abs, 6),
+        }
+        for i, name in enumerate(names)
     }
 
 

@@ -124,7 +124,7 @@ def _run(directory: Path, profiles: int, days: int, config: Path | None, sets: l
         )
         generate_stream(
             events, first, PAST_DAYS + days, profiles, seed=SEED,
-            horizons={f"p_{t.name}": t.horizon_days for t in cfg.targets},
+            targets=cfg.targets,
         )  # fmt: skip
     code = run_range(cfg, START, last)
     where(cfg, last)

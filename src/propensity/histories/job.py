@@ -28,7 +28,7 @@ from propensity import storage
 from propensity.config import Config
 from propensity.errors import BadInput, MissingInput
 from propensity.histories import transform
-from propensity.histories.schema import REASONS, SUMMARY_NAME
+from propensity.histories.schema import HISTORY_VERSION, REASONS, SUMMARY_NAME
 from propensity.ui import console, kv
 
 log = logging.getLogger(__name__)
@@ -285,6 +285,7 @@ def summarise(
     return {
         "date": day.isoformat(),
         "mode": mode,
+        "histories_version": HISTORY_VERSION,
         "input_partitions": [d.isoformat() for d in days],
         "previous_snapshot": str(day - dt.timedelta(days=1)) if had_previous else None,
         "events_read": sum(today.values()),

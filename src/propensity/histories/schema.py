@@ -2,6 +2,25 @@
 
 Readers may compare a partition's Arrow schema with `HISTORY_SCHEMA` (field names included:
 Spark writes list items as `element`).
+
+Histories version 2 (`HISTORY_VERSION`, in `_summary.json`) added, after the version-1 columns:
+
+- the counters, over every distinct event of the retention window whether or not it is still
+  in the lists (exact: a full rebuild from the raw window gives the same values):
+  `first_seen` (the oldest event of the window; the newest is `last_ts`), `counter_types` (the
+  event types seen in the window, sorted by name) with, aligned to it, `type_events` (events),
+  `type_days` (distinct UTC calendar days of the events' `ts`) and `type_last_ts` (the newest
+  event of that type), and `order_value` (sum of the `price` of the `order` events, a missing
+  price counting 0);
+- `older_*`: the events of the window that `max_events` cut from the lists, reduced to what the
+  counters need (`ts`, `event_type`, `price`, `event_key`), oldest first. Tomorrow's merge
+  subtracts those that expire and drops redeliveries of them, which the counters could not do
+  from sums alone.
+
+A row whose counter and `older_*` columns are all null has unknown counters: it descends from a
+version-1 snapshot (written before the counters existed), whose cut events are lost. Incremental
+merges keep such a row unknown (rather than count a partial window); `aggregate --full`
+rebuilds the day with every counter known.
 """
 
 from __future__ import annotations
@@ -29,9 +48,23 @@ HISTORY_SCHEMA = pa.schema(
         ("category", _list(pa.int64())),
         ("price", _list(pa.float64())),
         ("event_key", _list(pa.int64())),
+        # Version 2: the counters (null = unknown, see the module docstring).
+        ("first_seen", _TS),
+        ("counter_types", _list(pa.string())),
+        ("type_events", _list(pa.int32())),
+        ("type_days", _list(pa.int32())),
+        ("type_last_ts", _list(_TS)),
+        ("order_value", pa.float64()),
+        ("older_ts", _list(_TS)),
+        ("older_event_type", _list(pa.string())),
+        ("older_price", _list(pa.float64())),
+        ("older_event_key", _list(pa.int64())),
     ]
 )
 HISTORY_COLUMNS = HISTORY_SCHEMA.names
+HISTORY_VERSION = 2  # 1: no counters (read as unknown); 2: counters and older_* columns
+COUNTER_COLUMNS = HISTORY_COLUMNS[HISTORY_COLUMNS.index("first_seen") :]  # absent in version 1
+ORDER_TYPE = "order"  # the event type whose prices `order_value` sums
 
 QUARANTINE_SCHEMA = pa.schema(
     [("raw", pa.string()), ("reason", pa.string()), ("source_file", pa.string())]

@@ -5,6 +5,10 @@
         --merge(previous snapshot)--> one row per profile, with statistics columns
         --finish--> the histories contract (schema.HISTORY_SCHEMA)
 
+The counters (first_seen, per type events/days/last, order_value) are recomputed from the lists
+and the `older_*` events whenever a profile changes, so they are the same whether a day was
+merged incrementally or rebuilt (docs/aggregate.md, "Counters").
+
 Everything runs as Spark SQL expressions (no Python UDFs). Validation depends only on a
 record and the day of the partition that delivered it (`src_day`), and a merge is a pure
 function of the events it has seen, so a full rebuild from the raw window and the
@@ -22,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from propensity.config import Config
-from propensity.histories.schema import HISTORY_COLUMNS
+from propensity.histories.schema import COUNTER_COLUMNS, HISTORY_COLUMNS, ORDER_TYPE
 from propensity.pseudonym import pseudonym_column
 
 FIELD_KEYS = (
@@ -38,12 +42,19 @@ FIELD_KEYS = (
 TEXT_KEYS = ("event_id", "profile_id", "event_type", "article_id", "brand", "category")
 # Event fields inside a history, in sort order: time first, then the dedupe key breaks ties.
 EVENT_FIELDS = ["ts", "event_key", "event_type", "article", "brand", "category", "price"]
+# What the counters need of an event cut from the lists (`older_<field>` columns), same order.
+OLDER_FIELDS = ["ts", "event_key", "event_type", "price"]
+_OLDER_DDL = "array<struct<ts:timestamp,event_key:bigint,event_type:string,price:double>>"
 ISO_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
 EPOCH_MS = r"^-?\d{1,15}$"
 HISTORY_DDL = (
     "profile_id string, n_events int, first_ts timestamp, last_ts timestamp, ts array<timestamp>, "
     "event_type array<string>, article array<bigint>, brand array<bigint>, "
-    "category array<bigint>, price array<double>, event_key array<bigint>"
+    "category array<bigint>, price array<double>, event_key array<bigint>, "
+    "first_seen timestamp, counter_types array<string>, type_events array<int>, "
+    "type_days array<int>, type_last_ts array<timestamp>, order_value double, "
+    "older_ts array<timestamp>, older_event_type array<string>, older_price array<double>, "
+    "older_event_key array<bigint>"
 )
 DAY_MS = 86_400_000
 _CORRUPT = "_corrupt_record"
@@ -213,6 +224,42 @@ def validate(fields: DataFrame, cfg: Config, key: bytes) -> DataFrame:
     )
 
 
+def with_counter_columns(snapshot: DataFrame) -> DataFrame:
+    """A snapshot in the current layout: the counter columns that a version-1 snapshot lacks
+    are added as nulls, which read as "unknown" (schema module docstring)."""
+    missing = [c for c in COUNTER_COLUMNS if c not in snapshot.columns]
+    if not missing:
+        return snapshot
+    types = {
+        f.name: f.dataType for f in snapshot.sparkSession.createDataFrame([], HISTORY_DDL).schema
+    }
+    return snapshot.select("*", *[F.lit(None).cast(types[c]).alias(c) for c in missing])
+
+
+def _counters(every: Column) -> dict[str, Column]:
+    """The counter columns of a profile from all its distinct events of the window (`every`:
+    array of structs with OLDER_FIELDS, sorted oldest first)."""
+    types = F.array_sort(F.array_distinct(F.transform(every, lambda x: x["event_type"])))
+    by_type = F.transform(types, lambda t: F.filter(every, lambda x: x["event_type"] == t))
+    # Active days count UTC calendar days of the event time, not of the delivery: a late event
+    # adds its own day (once), as the full rebuild would count it.
+    day = lambda x: F.floor(F.unix_millis(x["ts"]) / DAY_MS)
+    orders = F.filter(every, lambda x: x["event_type"] == ORDER_TYPE)
+    return {
+        "first_seen": F.get(every, 0)["ts"],
+        "counter_types": types,
+        "type_events": F.transform(by_type, lambda a: F.size(a)),
+        "type_days": F.transform(by_type, lambda a: F.size(F.array_distinct(F.transform(a, day)))),
+        "type_last_ts": F.transform(by_type, lambda a: F.get(a, F.size(a) - 1)["ts"]),
+        # Summed oldest first: the same order in every mode, so the same float.
+        "order_value": F.aggregate(
+            orders,
+            F.lit(0.0).cast("double"),
+            lambda acc, x: acc + F.coalesce(x["price"], F.lit(0.0)),
+        ),
+    }
+
+
 def merge(
     events: DataFrame,
     previous: DataFrame | None,
@@ -222,7 +269,7 @@ def merge(
 ) -> DataFrame:
     """Good events (+ the previous snapshot) -> one row per profile with the history columns
     and statistics columns (`_had`, `_n_arrived`, `_n_unique`, `_n_new`, `_n_all`,
-    `_n_within`), including profiles whose events all expired (n_events = 0). The statistics
+    `_n_within`, `_known`), including profiles whose events all expired (n_events = 0). The statistics
     columns are never null (a missing array counts 0), so they read the same with ANSI mode on
     or off.
 
@@ -231,6 +278,10 @@ def merge(
     The snapshot is never shuffled when `broadcast_events` (the day's events fit in memory):
     its rows stream through a broadcast join, and a profile without new events whose history
     is still inside the window is passed through untouched.
+
+    Events that `max_events` cuts from the lists move to the `older_*` columns while inside the
+    window (a redelivery of one is a duplicate, not a new event); the counters are recomputed
+    from both. A row of a snapshot without counters (`_known` false) keeps them unknown.
     """
     n_max = cfg.histories.max_events
     cutoff = F.timestamp_millis(
@@ -243,7 +294,7 @@ def merge(
         # An empty snapshot rather than a second code path: every mode then runs the same plan
         # and writes the same schema (nullability included).
         previous = events.sparkSession.createDataFrame([], HISTORY_DDL)
-    previous = previous.select(*HISTORY_COLUMNS)
+    previous = with_counter_columns(previous).select(*HISTORY_COLUMNS)
     known = previous.join(
         F.broadcast(incoming) if broadcast_events else incoming, "profile_id", "left"
     )
@@ -266,13 +317,22 @@ def merge(
         ),
     )
     had, new = F.col("n_events").isNotNull(), F.col("_new")
+    older_keys = F.coalesce(F.col("older_event_key"), F.array().cast("array<bigint>"))
     j = j.select(
         "*",
         had.alias("_had"),
-        (new.isNull() & (F.col("first_ts") >= cutoff)).alias("_untouched"),
+        (~had | F.col("counter_types").isNotNull()).alias("_known"),
+        # The oldest event of the window is first_seen where the counters are known.
+        (new.isNull() & (F.coalesce("first_seen", "first_ts") >= cutoff)).alias("_untouched"),
         F.when(
             had & new.isNotNull(),
-            F.filter(new, lambda x: ~F.array_contains("event_key", x["event_key"])),
+            F.filter(
+                new,
+                lambda x: (
+                    ~F.array_contains("event_key", x["event_key"])
+                    & ~F.array_contains(older_keys, x["event_key"])
+                ),
+            ),
         )
         .otherwise(new)
         .alias("_fresh"),
@@ -290,8 +350,33 @@ def merge(
         ).alias("_within"),
     )
     n = _size("_within")
-    j = j.select("*", F.slice("_within", F.greatest(n - n_max + 1, F.lit(1)), n_max).alias("_hist"))
-    keep, size = F.col("_untouched"), _size("_hist")
+    j = j.select(
+        "*",
+        F.slice("_within", F.greatest(n - n_max + 1, F.lit(1)), n_max).alias("_hist"),
+        F.slice("_within", 1, F.greatest(n - n_max, F.lit(0))).alias("_cut"),
+    )
+    keep, known, size = F.col("_untouched"), F.col("_known"), _size("_hist")
+    older = F.transform(
+        F.arrays_zip(*[f"older_{c}" for c in OLDER_FIELDS]),
+        lambda x: F.struct(*[x[f"older_{c}"].alias(c) for c in OLDER_FIELDS]),
+    )
+    project = lambda x: F.struct(*[x[c].alias(c) for c in OLDER_FIELDS])
+    j = j.select(
+        "*",
+        F.when(
+            ~keep & known,
+            F.array_sort(
+                F.concat(
+                    F.coalesce(
+                        F.filter(older, lambda x: x["ts"] >= cutoff), F.array().cast(_OLDER_DDL)
+                    ),
+                    F.transform("_cut", project),
+                )
+            ),
+        ).alias("_older"),
+    )
+    # Every older event sorts below every listed one: the concatenation is in order.
+    counters = _counters(F.concat("_older", F.transform("_hist", project)))
     return j.select(
         "profile_id",
         F.when(keep, F.col("n_events")).otherwise(size.cast("int")).alias("n_events"),
@@ -300,7 +385,13 @@ def merge(
         .otherwise(F.get(F.col("_hist"), size - 1)["ts"])
         .alias("last_ts"),
         *[F.when(keep, F.col(c)).otherwise(F.col("_hist")[c]).alias(c) for c in EVENT_FIELDS],
+        *[F.when(keep, F.col(c)).when(known, e).alias(c) for c, e in counters.items()],
+        *[
+            F.when(keep, F.col(f"older_{c}")).when(known, F.col("_older")[c]).alias(f"older_{c}")
+            for c in OLDER_FIELDS
+        ],
         "_had",
+        "_known",
         "_n_arrived",
         _size(new).alias("_n_unique"),
         _size("_fresh").alias("_n_new"),
@@ -328,6 +419,7 @@ def merge_stats() -> list[Column]:
         F.sum(F.col("_n_all") - F.col("_n_within")).cast("long").alias("events_expired"),
         F.sum(F.col("_n_within") - n).cast("long").alias("events_truncated"),
         count(n > 0).alias("snapshot_profiles"),
+        count((n > 0) & ~F.col("_known")).alias("profiles_counters_unknown"),
         F.sum(n).cast("long").alias("snapshot_events"),
     ]
 

@@ -9,7 +9,8 @@ every history to 200 steps).
 Input contract (shared/DESIGN.md, histories): `profile_id`, `n_events`, `first_ts`, `last_ts`,
 list columns aligned by position, oldest first: `ts` (timestamp[ms, UTC]), `event_type` (string,
 vocabulary or "other"), `article`/`brand`/`category` (int64 hashes, nullable), `price` (float64,
-nullable). Other columns (e.g. `event_key`) are ignored.
+nullable); when present (histories version 2) the counters `COUNTER_INPUT_COLUMNS`. Other
+columns (e.g. `event_key`, `older_*`) are ignored.
 
 Encodings (the feature spec recorded with every model):
 - event type: index in `cfg.events.types` (0 = other, also for unknown or null values);
@@ -22,6 +23,11 @@ Encodings (the feature spec recorded with every model):
 - context per profile, at the prediction time (end of the snapshot day, UTC): log1p(hours since
   the last event), weekday one-hot of the prediction time. (No day of the year: trained on a few
   weeks, it is a date id, and every later day's scores fell tenfold; docs/score.md.)
+- counters per profile (`spec.counters`; the histories' exact counts over the retention window,
+  which see what `max_events` cut): `counters_unknown` (1 for a row without counters: a
+  version-1 snapshot, its other counter features 0), log1p(days since first seen), log1p(order
+  value), and per event type log1p(events), log1p(active days), log1p(days since the last one;
+  for a type not seen in the window, the days since first seen: it has not happened since).
 """
 
 from __future__ import annotations
@@ -42,14 +48,24 @@ from propensity.model.items import ITEM_COLUMNS, ItemPredicate
 # The list columns the encoder reads: the stored ones (the histories contract) less
 # `event_key`, which only dedupes events across days.
 ENCODED_LIST_COLUMNS = ["ts", "event_type", "article", "brand", "category", "price"]
+# The histories' counter columns the encoder reads when present (absent: "unknown").
+COUNTER_INPUT_COLUMNS = [
+    "first_seen",
+    "counter_types",
+    "type_events",
+    "type_days",
+    "type_last_ts",
+    "order_value",
+]
 CONTEXT_FEATURES = [
     "log_hours_since_last",
     *[f"predict_weekday_{d}" for d in range(7)],
 ]
 # Bump when the model inputs change meaning or shape (2: per-event log age in the model; 3: the
-# event-type one-hot and counts per type; no day of the year; 4: item match flags of targets on
-# items), so the registry refuses models encoded the old way instead of scoring them wrongly.
-FEATURE_SPEC_VERSION = 4
+# event-type one-hot and counts per type; no day of the year; 4: the histories' counters in the
+# context; 5: item match flags of targets on items), so the registry refuses models encoded the
+# old way instead of scoring them wrongly.
+FEATURE_SPEC_VERSION = 5
 _MS_PER_HOUR = 3_600_000
 _MS_PER_DAY = 86_400_000
 
@@ -64,6 +80,7 @@ class FeatureSpec:
     category_buckets: int
     # One per target on items, in target order: the events the model flags as matching it.
     items: tuple[ItemPredicate, ...] = ()
+    counters: bool = True  # the counter features follow CONTEXT_FEATURES in the context
     version: int = FEATURE_SPEC_VERSION
 
     @classmethod
@@ -76,6 +93,7 @@ class FeatureSpec:
             brand_buckets=m.brand_buckets,
             category_buckets=m.category_buckets,
             items=item_predicates(cfg),
+            counters=m.counters,
         )
 
     @classmethod
@@ -86,6 +104,23 @@ class FeatureSpec:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "types": list(self.types)}
+
+    @property
+    def context_features(self) -> list[str]:
+        """Names of the context columns, in order: CONTEXT_FEATURES, then the counters'."""
+        return CONTEXT_FEATURES + (counter_features(self.types) if self.counters else [])
+
+
+def counter_features(types: tuple[str, ...] | list[str]) -> list[str]:
+    """Names of the counter features of a vocabulary (see the module docstring)."""
+    return [
+        "counters_unknown",
+        "log_days_since_first_seen",
+        "log_order_value",
+        *[f"log_events_{t}" for t in types],
+        *[f"log_active_days_{t}" for t in types],
+        *[f"log_days_since_{t}" for t in types],
+    ]
 
 
 def item_predicates(cfg: Config) -> tuple[ItemPredicate, ...]:
@@ -111,7 +146,7 @@ class Batch:
     weekday: torch.Tensor  # int64 0 = Monday
     item_match: torch.Tensor  # float32 [B, T, len(FeatureSpec.items)] 1 = on the target's items
     lengths: torch.Tensor  # int64 [B] number of real events, >= 1
-    context: torch.Tensor  # float32 [B, len(CONTEXT_FEATURES)]
+    context: torch.Tensor  # float32 [B, len(spec.context_features)]
     rows: torch.Tensor  # int64 [B] row indices in the encoded table
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
@@ -129,7 +164,7 @@ class Batch:
 
 def prediction_time_ms(as_of: dt.date) -> int:
     """The prediction time of snapshot day D: the end of D (= D+1 00:00 UTC), epoch ms."""
-    end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     return int(end.timestamp() * 1000)
 
 
@@ -207,6 +242,63 @@ def _column(table: pa.Table | pa.RecordBatch, name: str, source: str) -> pa.Arra
     return col
 
 
+def _flat_numpy(values: pa.Array, fill: float) -> np.ndarray:
+    return pc.fill_null(pc.list_flatten(values), fill).to_numpy(zero_copy_only=False)
+
+
+def _ms_numpy(values: pa.Array) -> np.ndarray:
+    """Timestamps (any unit) as epoch ms, int64; null as 0."""
+    ms = pc.cast(values.cast(pa.timestamp("ms", tz="UTC")), pa.int64())
+    return pc.fill_null(ms, 0).to_numpy(zero_copy_only=False)
+
+
+def counter_context(
+    table: pa.Table | pa.RecordBatch, spec: FeatureSpec, as_of: dt.date, source: str
+) -> np.ndarray:
+    """The counter features [N, len(counter_features(spec.types))] at the end of `as_of`.
+
+    A table without the counter columns (a version-1 snapshot) or a row whose counters are
+    null is "unknown": the flag 1, every other feature 0. A stored type outside `spec.types`
+    counts as `other` (events add up; days and last time take the largest)."""
+    n, k = table.num_rows, len(spec.types)
+    out = np.zeros((n, 3 + 3 * k), dtype=np.float32)
+    if any(c not in table.schema.names for c in COUNTER_INPUT_COLUMNS):
+        out[:, 0] = 1.0
+        return out
+    cols = {c: _column(table, c, source) for c in COUNTER_INPUT_COLUMNS}
+    names = cols["counter_types"]
+    known = ~names.is_null().to_numpy(zero_copy_only=False)
+    width = pc.fill_null(pc.list_value_length(names), 0).to_numpy().astype(np.int64)
+    for c in ("type_events", "type_days", "type_last_ts"):
+        other = pc.fill_null(pc.list_value_length(cols[c]), 0).to_numpy().astype(np.int64)
+        if not np.array_equal(other, width):
+            row = int(np.flatnonzero(other != width)[0])
+            raise BadInput(
+                f"{source}: counter column {c!r} is not aligned with 'counter_types' "
+                f"(row {row}: {other[row]} vs {width[row]} values)"
+            )
+    end = prediction_time_ms(as_of)
+    tenure = np.maximum(end - _ms_numpy(cols["first_seen"]), 0) / _MS_PER_DAY
+    order_value = pc.fill_null(cols["order_value"], 0.0).to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(names).to_numpy(zero_copy_only=False)
+    codes = pc.index_in(pc.list_flatten(names), value_set=pa.array(list(spec.types)))
+    at = (parents, pc.fill_null(codes, 0).to_numpy().astype(np.int64))
+    events, days = np.zeros((n, k)), np.zeros((n, k))
+    last = np.full((n, k), -np.inf)
+    np.add.at(events, at, _flat_numpy(cols["type_events"], 0))
+    np.maximum.at(days, at, _flat_numpy(cols["type_days"], 0))
+    np.maximum.at(last, at, _ms_numpy(pc.list_flatten(cols["type_last_ts"])).astype(np.float64))
+    since = np.where(np.isfinite(last), np.maximum(end - last, 0) / _MS_PER_DAY, tenure[:, None])
+    out[:, 0] = ~known
+    out[:, 1] = np.log1p(tenure)
+    out[:, 2] = np.log1p(np.maximum(order_value, 0))
+    out[:, 3 : 3 + k] = np.log1p(events)
+    out[:, 3 + k : 3 + 2 * k] = np.log1p(days)
+    out[:, 3 + 2 * k :] = np.log1p(since)
+    out[~known, 1:] = 0.0
+    return out
+
+
 def _buckets(values: pa.Array, buckets: int) -> np.ndarray:
     """Hashes to bucket ids 1..buckets-1; null to 0."""
     hashes = pc.fill_null(values, 0).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -222,7 +314,8 @@ def encode(
     """Encode a histories table for prediction at the end of day `as_of` (vectorised).
 
     Raises BadInput (naming `source` and the column) for a missing column, list columns whose
-    lengths disagree within a row, or a null event timestamp.
+    lengths disagree within a row, or a null event timestamp. Missing counter columns are not
+    an error: they read as unknown (`counter_context`).
     """
     cols = {name: _column(table, name, source) for name in ENCODED_LIST_COLUMNS}
     lengths = pc.fill_null(pc.list_value_length(cols["ts"]), 0).to_numpy().astype(np.int64)
@@ -279,7 +372,11 @@ def encode(
         hour=hour,
         weekday=weekday,
         item_match=item_match,
-        context=context_features(last_ts, as_of),
+        context=np.concatenate(
+            [context_features(last_ts, as_of)]
+            + ([counter_context(table, spec, as_of, source)] if spec.counters else []),
+            axis=1,
+        ),
     )
 
 

@@ -5,16 +5,20 @@ event type; for each target on items, a flag for events on its items; log time s
 previous event; log age (time from the event to the prediction
 time); log price; time of day (sin/cos) and weekday (one-hot). The LSTM's hidden state at each
 history's last real event, with the profile context (time since the last event, calendar
-features of the prediction time) and the log of decayed event counts per type (sum over events
-of one-hot(type) * exp(-age / tau), for each tau in `model.count_decay_days`), then the same
-counts of the events on each item target's items, feeds a small head with one logit per target.
+features of the prediction time, and the histories' counters over the whole retention window:
+tenure, order value, events, active days and recency per type; see `batches`) and the log of
+decayed event counts per type (sum over events of one-hot(type) * exp(-age / tau), for each tau
+in `model.count_decay_days`), then the same counts of the events on each item target's items,
+feed a small head with one logit per target.
 
 Why the counts: recency-weighted frequencies are what a logistic regression on hand-made features
 lives on, and an LSTM learns sums over hundreds of steps slowly from a few thousand positives;
 given them directly, the sequence model starts where the regression ends and the LSTM state adds
-the order and content of events. They are computed from the one-hot slice of the per-event
-vectors, so integrated gradients attribute them to the events that make them up (at the zero
-baseline every count is zero).
+the order and content of events. The stored counters add what the decayed counts cannot see:
+the events `max_events` cut from the list (a heavy visitor's 200 events may cover only days).
+The decayed counts are computed from the one-hot slice of the per-event vectors, so
+integrated gradients attribute them to the events that make them up (at the zero baseline
+every count is zero); the stored counters are attributed as profile-level features.
 Scores are `torch.sigmoid(logits)`.
 
 The forward pass is split so explanations can work on the per-event input vectors:
@@ -50,7 +54,7 @@ _ARCH_FIELDS = (
     "category_dim",
     "count_decay_days",
     "wide",
-    "day_steps",
+    "counters",
 )
 _HOURS_PER_DAY = 24.0
 COUNT_FLOOR = 0.01  # added to decayed counts before the log: "none" sits at log(0.01) = -4.6
@@ -89,6 +93,7 @@ class PropensityModel(nn.Module):
             brand_buckets=m.brand_buckets,
             category_buckets=m.category_buckets,
             items=tuple(items),
+            counters=m.counters,
         )
         self.targets = list(targets)
         self.type_emb = nn.Embedding(len(types), m.type_dim)
@@ -116,7 +121,8 @@ class PropensityModel(nn.Module):
             start += width
         self.input_size = start
         self.lstm = nn.LSTM(self.input_size, m.hidden_size, num_layers=1, batch_first=True)
-        n_context = len(CONTEXT_FEATURES)
+        context_names = self.spec.context_features
+        n_context = len(context_names)
         # Decayed and windowed, per type, of all events then of each item target's.
         self.n_counts = 2 * len(self.count_decay_hours) * len(types) * (1 + len(items))
         # Standardises the profile-level inputs (as the baseline regression's scaler does), so
@@ -126,23 +132,12 @@ class PropensityModel(nn.Module):
         n_profile = n_context + self.n_counts
         self.register_buffer("profile_mean", torch.zeros(n_profile))
         self.register_buffer("profile_std", torch.ones(n_profile))
-        scale = torch.ones(n_context)
-        scale[CONTEXT_FEATURES.index("log_hours_since_last")] = _LOG_SCALE
+        # Every log feature of the context on the scale of the per-event ones (flags stay 0/1).
+        scale = torch.tensor([_LOG_SCALE if n.startswith("log_") else 1.0 for n in context_names])
         self.register_buffer("context_scale", scale, persistent=False)
-        # A second LSTM over the last `day_steps` days: per day the events per channel of the
-        # counts (type, and type on each item target's items) and the day's weekday. A shop's
-        # intent moves day by day; this is the shape of a filter over daily states, which the
-        # event LSTM, stepping through events, does not learn from a few thousand positives.
-        self.day_steps = m.day_steps
-        n_channels = len(types) * (1 + len(items))
-        self.day_lstm = (
-            nn.LSTM(n_channels + 7, m.hidden_size, num_layers=1, batch_first=True)
-            if self.day_steps else None
-        )
-        n_day = m.hidden_size if self.day_steps else 0
         self.head = nn.Sequential(
             nn.Dropout(m.dropout),
-            nn.Linear(m.hidden_size + n_day + n_context + self.n_counts, m.hidden_size),
+            nn.Linear(m.hidden_size + n_context + self.n_counts, m.hidden_size),
             nn.ReLU(),
             nn.Linear(m.hidden_size, len(self.targets)),
         )
@@ -206,37 +201,6 @@ class PropensityModel(nn.Module):
         on_items = (flags.unsqueeze(-1) * onehot.unsqueeze(-2)).flatten(-2)
         return torch.cat([onehot, on_items], dim=-1)
 
-    def day_states(self, x: torch.Tensor, batch: Batch, running: bool = False) -> torch.Tensor:
-        """The day LSTM's last state [B, H] (`running`: [B, T, H], counting only the events up
-        to each step): over the last `day_steps` days, oldest first, per day log1p(events per
-        count channel) and the day's weekday one-hot."""
-        B, T = batch.event_type.shape
-        D = self.day_steps
-        steps = torch.arange(T, device=x.device)
-        real = steps[None, :] < batch.lengths.to(x.device)[:, None]
-        age = torch.expm1(log_age(batch).to(x.device).float()).clamp(min=0)
-        ago = torch.div(age, _HOURS_PER_DAY, rounding_mode="floor").long()  # 0: the last day
-        keep = (real & (ago < D)).to(x.dtype)
-        slot = nn.functional.one_hot((D - 1 - ago).clamp(0, D - 1), D).to(x.dtype)
-        slot = slot * keep.unsqueeze(-1)  # [B, T, D]
-        channels = self.count_channels(x)  # [B, T, C]
-        if running:
-            per_day = (slot.unsqueeze(-1) * channels.unsqueeze(-2)).cumsum(dim=1)  # [B, T, D, C]
-        else:
-            per_day = torch.einsum("btd,btc->bdc", slot, channels).unsqueeze(1)  # [B, 1, D, C]
-        # Weekday of each day slot: the prediction time is the end of the day before the
-        # context's prediction weekday.
-        w0 = CONTEXT_FEATURES.index("predict_weekday_0")
-        predict_weekday = batch.context[:, w0 : w0 + 7].argmax(dim=1).to(x.device)
-        offsets = torch.arange(D, 0, -1, device=x.device)  # days before the prediction weekday
-        weekday = nn.functional.one_hot((predict_weekday[:, None] - offsets) % 7, 7)
-        n = per_day.shape[1]
-        weekday = weekday.to(x.dtype).unsqueeze(1).expand(-1, n, -1, -1)
-        days = torch.cat([torch.log1p(per_day.clamp(min=0)), weekday], dim=-1)  # [B, n, D, C+7]
-        out, _ = self.day_lstm(days.flatten(0, 1))
-        last = out[:, -1].view(B, n, -1)
-        return last if running else last[:, 0]
-
     def decayed_counts(self, x: torch.Tensor, batch: Batch, running: bool = False) -> torch.Tensor:
         """Counts per event type and time span T [B, n_counts] at the prediction time: first
         log(COUNT_FLOOR + sum of exp(-age / T)) for every T, then log1p(events of age <= T)
@@ -262,11 +226,14 @@ class PropensityModel(nn.Module):
         windowed = torch.log1p(counts[..., w:, :])
         return torch.cat([decayed, windowed], dim=-2).flatten(-2) * _LOG_SCALE
 
-    def _head(self, hidden: torch.Tensor, context: torch.Tensor,
-              counts: torch.Tensor) -> torch.Tensor:
+    def _head(
+        self, hidden: torch.Tensor, context: torch.Tensor, counts: torch.Tensor
+    ) -> torch.Tensor:
         context = context.to(hidden.dtype) * self.context_scale.to(hidden.dtype)
         profile = torch.cat([context, counts.to(hidden.dtype)], dim=-1)
-        profile = (profile - self.profile_mean.to(profile.dtype)) / self.profile_std.to(profile.dtype)
+        profile = (profile - self.profile_mean.to(profile.dtype)) / self.profile_std.to(
+            profile.dtype
+        )
         logits = self.head(torch.cat([hidden, profile], dim=-1))
         if self.wide is not None:
             logits = logits + self.wide(profile)
@@ -297,14 +264,24 @@ class PropensityModel(nn.Module):
             self.wide.weight[j] = torch.from_numpy(fit.coef_[0]).float()
             self.wide.bias[j] = float(fit.intercept_[0])
 
-    def forward_from_embedded(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Logits [B, n_targets] from per-event vectors `x` (output of `embed`)."""
+    def sequence_part(self, x: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the head reads of the events: the final LSTM states [B, H] and the decayed
+        counts [B, n_counts] (the context, counters included, is applied by `logits_from`)."""
         states = self.hidden_states(x)
         last = (batch.lengths.to(states.device) - 1).clamp(min=0)
         final = states[torch.arange(states.shape[0], device=states.device), last]
-        if self.day_lstm is not None:
-            final = torch.cat([final, self.day_states(x, batch).to(final.dtype)], dim=-1)
-        return self._head(final, batch.context, self.decayed_counts(x, batch))
+        return final, self.decayed_counts(x, batch)
+
+    def logits_from(
+        self, final: torch.Tensor, context: torch.Tensor, counts: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits [B, n_targets] from `sequence_part`'s output and a context [B, C]."""
+        return self._head(final, context, counts)
+
+    def forward_from_embedded(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Logits [B, n_targets] from per-event vectors `x` (output of `embed`)."""
+        final, counts = self.sequence_part(x, batch)
+        return self.logits_from(final, batch.context, counts)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits [B, n_targets]; scores are sigmoid(logits)."""
@@ -316,8 +293,5 @@ class PropensityModel(nn.Module):
         steps at or beyond `lengths[b]` are padding and meaningless."""
         x = self.embed(batch)
         states = self.hidden_states(x)
-        if self.day_lstm is not None:
-            days = self.day_states(x, batch, running=True).to(states.dtype)
-            states = torch.cat([states, days], dim=-1)
         context = batch.context.unsqueeze(1).expand(-1, states.shape[1], -1)
         return self._head(states, context, self.decayed_counts(x, batch, running=True))

@@ -20,6 +20,10 @@ shows at full strength instead of diluted by months of history. A merge of sever
 each day's own summary under `by_day`, so the monitor can compare a day with the reference's
 days of the same weekday (the model sees the weekday; a mix of weekdays is not its reference).
 
+`counters` describes the histories' window counters, the profile-level inputs the model reads
+beside the sequence (histories version 2): the share of rows whose counters are unknown (a
+version-1 snapshot, or rows descending from one) and histograms over the known rows.
+
 All work is vectorised over Arrow buffers: no Python loop over rows or events.
 """
 
@@ -45,6 +49,7 @@ _MS_PER_DAY = 86_400_000.0
 _DAY_EDGES = [0, 0.125, 0.25, 0.5, 1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90, 120, 150, 180, 270,
               365]
 _PRICE_EDGES = [0, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000, 1e4, 1e5]
+_COUNT_EDGES = [0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 1e4]
 _LENGTH_STEPS = [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 125, 150, 200,
                  300, 500, 1000]
 
@@ -58,6 +63,44 @@ def numeric_edges(cfg: Config) -> dict[str, list[float]]:
         "days_since_last_event": [float(x) for x in _DAY_EDGES],  # days from last event to end of D
         "history_span_days": [float(x) for x in _DAY_EDGES],  # days from first to last event
         "price": [float(x) for x in _PRICE_EDGES],  # price of each event with a price
+    }
+
+
+def counter_edges() -> dict[str, list[float]]:
+    """Bin edges of the counter statistics (rows with known counters)."""
+    return {
+        "days_since_first_seen": [float(x) for x in _DAY_EDGES],  # first event of the window to end of D
+        "window_events": [float(x) for x in _COUNT_EDGES],  # events of the window, lists and older
+        "window_orders": [float(x) for x in _COUNT_EDGES],  # order events of the window
+        "order_value": [float(x) for x in _PRICE_EDGES],  # sum of their prices
+    }
+
+
+def _counters(histories: pa.Table, end_ms: int) -> dict[str, Any]:
+    """The counter statistics of a histories table (unknown: no counter columns, or null)."""
+    edges = counter_edges()
+    names = ("first_seen", "counter_types", "type_events", "order_value")
+    rows = histories.num_rows
+    if not rows or any(c not in histories.column_names for c in names):
+        empty = {k: _histogram(np.zeros(0), e) for k, e in edges.items()}
+        return {"unknown": rows, **empty}
+    types = histories.column("counter_types").combine_chunks()
+    known = ~types.is_null().to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(types).to_numpy(zero_copy_only=False)
+    flat_types = pc.list_flatten(types)
+    counts = pc.list_flatten(histories.column("type_events").combine_chunks())
+    counts = pc.fill_null(counts, 0).to_numpy(zero_copy_only=False).astype(np.float64)
+    orders = pc.fill_null(pc.equal(flat_types, "order"), False).to_numpy(zero_copy_only=False)
+    value = pc.fill_null(histories.column("order_value").combine_chunks(), 0.0)
+    values = {
+        "days_since_first_seen": (end_ms - _ms(histories.column("first_seen"))) / _MS_PER_DAY,
+        "window_events": np.bincount(parents, weights=counts, minlength=rows),
+        "window_orders": np.bincount(parents, weights=counts * orders, minlength=rows),
+        "order_value": value.to_numpy(zero_copy_only=False),
+    }
+    return {
+        "unknown": int((~known).sum()),
+        **{k: _histogram(values[k][known], edges[k]) for k in edges},
     }
 
 
@@ -239,6 +282,7 @@ def summarize(
         "null_counts": null_counts,
         "scores": score_hists,
         "day_events": day,
+        "counters": _counters(histories, end_ms),
     }
     return _finish(summary)
 
@@ -295,6 +339,11 @@ def _finish(summary: dict[str, Any]) -> dict[str, Any]:
     summary["null_shares"] = {
         k: (v / events if events else 0.0) for k, v in summary["null_counts"].items()
     }
+    counters = summary.get("counters")
+    if counters is not None:
+        for name in counter_edges():
+            _finish_histogram(counters[name])
+        counters["unknown_share"] = counters["unknown"] / summary["rows"] if summary["rows"] else 0.0
     day = summary.get("day_events")
     if day is not None:
         _finish_histogram(day["price"])
@@ -385,6 +434,14 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "day_events": _merge_days([s["day_events"] for s in summaries]),
     }
+    if all("counters" in s for s in summaries):  # absent from summaries older than the counters
+        merged["counters"] = {
+            "unknown": sum(s["counters"]["unknown"] for s in summaries),
+            **{
+                k: _merge_histograms(k, [s["counters"][k] for s in summaries])
+                for k in counter_edges()
+            },
+        }
     if len(days) > 1:
         merged["as_of_range"] = [days[0], days[-1]]
         parts: dict[str, list[dict[str, Any]]] = {}

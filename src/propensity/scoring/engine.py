@@ -27,6 +27,7 @@ import torch
 from propensity import storage
 from propensity.model import stats
 from propensity.model.batches import (
+    COUNTER_INPUT_COLUMNS,
     ENCODED_LIST_COLUMNS,
     Batch,
     EncodedHistories,
@@ -38,7 +39,9 @@ from propensity.ui import kv
 
 log = logging.getLogger(__name__)
 
-INPUT_COLUMNS = ["profile_id", "first_ts", "last_ts", *ENCODED_LIST_COLUMNS]
+INPUT_COLUMNS = [
+    "profile_id", "first_ts", "last_ts", *ENCODED_LIST_COLUMNS, *COUNTER_INPUT_COLUMNS
+]
 _DONE = object()
 
 

@@ -28,12 +28,21 @@ import pyarrow as pa
 from propensity import storage
 from propensity.config import Config
 from propensity.errors import MissingInput
-from propensity.model.batches import ENCODED_LIST_COLUMNS, EncodedHistories, FeatureSpec, encode
+from propensity.model.batches import (
+    COUNTER_INPUT_COLUMNS,
+    ENCODED_LIST_COLUMNS,
+    EncodedHistories,
+    FeatureSpec,
+    encode,
+)
 from propensity.model.labels import LABEL_COLUMNS, labels
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
-INPUT_COLUMNS = ["profile_id", "n_events", "first_ts", "last_ts", *ENCODED_LIST_COLUMNS]
+# The counters are read where present (pyarrow skips absent columns: a version-1 snapshot).
+INPUT_COLUMNS = [
+    "profile_id", "n_events", "first_ts", "last_ts", *ENCODED_LIST_COLUMNS, *COUNTER_INPUT_COLUMNS
+]
 
 
 def input_day(cfg: Config, day: dt.date) -> dt.date:
