@@ -6,6 +6,7 @@ Logs never carry raw profile ids: stages log counts and pseudonymised ids only.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import sys
 
@@ -22,26 +23,50 @@ from rich.progress import (
 
 console = Console(stderr=True)
 
+LOG_FORMATS = ("logfmt", "json")
+
+
+def _iso_utc(record: logging.LogRecord) -> str:
+    """ISO-8601 in UTC with milliseconds and no space: `2026-01-20T06:00:00.123Z`."""
+    when = dt.datetime.fromtimestamp(record.created, dt.UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
 
 class _LogfmtFormatter(logging.Formatter):
-    """`ts=` as ISO-8601 in UTC with milliseconds and no space (`2026-01-20T06:00:00.123Z`), so
-    logfmt parsers and collectors read each line as key=value pairs."""
+    """`ts=` holds no space, so logfmt parsers and collectors read each line as key=value pairs."""
 
     def __init__(self) -> None:
         super().__init__("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        when = dt.datetime.fromtimestamp(record.created, dt.UTC)
-        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return _iso_utc(record)
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Human-readable logs on a terminal, one key=value line per record otherwise."""
+class _JsonFormatter(logging.Formatter):
+    """One JSON object a line (ts, level, logger, message; exc when there is a traceback), for
+    collectors that parse JSON rather than logfmt."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"ts": _iso_utc(record), "level": record.levelname, "logger": record.name,
+                "message": record.getMessage()}
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def setup_logging(verbose: bool = False, log_format: str = "logfmt") -> None:
+    """logfmt: human-readable logs on a terminal, one key=value line per record otherwise;
+    json: one JSON object per record, on a terminal too."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format {log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
     level = logging.DEBUG if verbose else logging.INFO
     root = logging.getLogger()
     root.handlers.clear()
-    if sys.stderr.isatty():
-        handler: logging.Handler = RichHandler(console=console, show_path=False)
+    if log_format == "json":
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_JsonFormatter())
+    elif sys.stderr.isatty():
+        handler = RichHandler(console=console, show_path=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)

@@ -23,18 +23,18 @@ def explain(
     day: DateOption,
     profile: Annotated[
         Optional[str],
-        typer.Option("--profile", "-p", show_default=False,
+        typer.Option("--profile", "-p", show_default=False, metavar="ID",
                      help="Raw profile id; pseudonymised with the configured key before lookup "
                           "and never printed."),
     ] = None,
     top: Annotated[
         Optional[int],
-        typer.Option("--top", min=1, show_default=False,
+        typer.Option("--top", min=1, show_default=False, metavar="N",
                      help="Explain the N highest-scored profiles of predictions(D) instead."),
     ] = None,
     summary: Annotated[
         Optional[int],
-        typer.Option("--summary", min=1, show_default=False,
+        typer.Option("--summary", min=1, show_default=False, metavar="N",
                      help="Global attribution summary over N sampled profiles of histories(D): "
                           "mean |contribution| and mean contribution by event type and recency."),
     ] = None,
@@ -45,32 +45,34 @@ def explain(
     ] = False,
     target: Annotated[
         Optional[str],
-        typer.Option("--target", "-t", show_default=False,
+        typer.Option("--target", "-t", show_default=False, metavar="TARGET",
                      help="Target to explain (default: the model's first)."),
     ] = None,
     version: Annotated[
         Optional[str],
-        typer.Option("--version", show_default=False,
+        typer.Option("--version", show_default=False, metavar="VERSION",
                      help="Model version (default: the champion; with --top, the version that "
                           "scored predictions(D))."),
     ] = None,
     json_out: Annotated[
         Optional[str],
-        typer.Option("--json", show_default=False,
+        typer.Option("--json", show_default=False, metavar="URI",
                      help="Write the explanation as JSON (path or URI)."),
     ] = None,
     html_out: Annotated[
         Optional[str],
-        typer.Option("--html", show_default=False, help="Write an HTML page with plot and table."),
+        typer.Option("--html", show_default=False, metavar="URI",
+                     help="Write an HTML page with plot and table."),
     ] = None,
     png_out: Annotated[
         Optional[str],
-        typer.Option("--png", show_default=False, help="Write the plot as PNG."),
+        typer.Option("--png", show_default=False, metavar="URI", help="Write the plot as PNG."),
     ] = None,
     steps: Annotated[
         int,
-        typer.Option("--steps", min=4, help="Integrated-gradients steps to start from (refined "
-                                            "until contributions sum to the prediction change)."),
+        typer.Option("--steps", min=4, metavar="N",
+                     help="Integrated-gradients steps to start from (refined until contributions "
+                          "sum to the prediction change)."),
     ] = 64,
     leave_one_out: Annotated[
         bool,
@@ -91,6 +93,8 @@ def explain(
     which event types and recencies drive the predictions of N sampled profiles.
     Exit codes: 0 done, 2 bad options or --target, 3 histories(D), predictions(D) (--top), the
     model or the profile missing, 4 malformed histories or a tampered model file.
+
+    Example: propensity explain --date 2026-01-20 --top 5 --html top5.html
     """
     from rich.console import Console
 

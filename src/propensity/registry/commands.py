@@ -17,11 +17,14 @@ from propensity.registry import store
 app = typer.Typer(help="List, inspect, promote and roll back model versions.", no_args_is_help=True)
 
 ReasonOption = Annotated[
-    str, typer.Option("--reason", "-r", help="Why the pointer moves (kept in champion.json).")
+    str,
+    typer.Option("--reason", "-r", metavar="TEXT",
+                 help="Why the pointer moves (kept in champion.json)."),
 ]
 ByOption = Annotated[
     Optional[str],
-    typer.Option("--by", help="Who moves the pointer (default: $USER).", show_default=False),
+    typer.Option("--by", metavar="NAME", show_default=False,
+                 help="Who moves the pointer (default: $USER)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -41,7 +44,10 @@ def _auc_text(meta: dict) -> str:
 def list_versions(
     as_json: JsonOption = False, config: ConfigOption = None, sets: SetOption = None
 ) -> None:
-    """List model versions with dates, metrics and gate decisions (* = champion)."""
+    """List model versions with dates, metrics and gate decisions (* = champion).
+
+    Example: propensity models list --json
+    """
     from rich.table import Table
 
     cfg = load(config, sets)
@@ -102,13 +108,18 @@ def _num(x) -> str:
 
 @app.command("show")
 def show(
-    version: Annotated[str, typer.Argument(help="Version name, e.g. 2026-01-20.1.")],
+    version: Annotated[
+        str, typer.Argument(metavar="VERSION", help="Version name, e.g. 2026-01-20.1.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole model.json.")] = False,
     config: ConfigOption = None,
     sets: SetOption = None,
 ) -> None:
     """Summarise a version (metrics, baseline, gate, data) and verify its weights (exit 4 if
-    tampered or truncated); --json prints the whole model.json."""
+    tampered or truncated); --json prints the whole model.json.
+
+    Example: propensity models show 2026-01-20.1
+    """
     cfg = load(config, sets)
     meta = store.read_metadata(cfg, version)
     if as_json:
@@ -121,7 +132,9 @@ def show(
 
 @app.command("promote")
 def promote(
-    version: Annotated[str, typer.Argument(help="Version to make the champion.")],
+    version: Annotated[
+        str, typer.Argument(metavar="VERSION", help="Version to make the champion.")
+    ],
     reason: ReasonOption = "manual promotion",
     by: ByOption = None,
     force: Annotated[
@@ -130,7 +143,10 @@ def promote(
     config: ConfigOption = None,
     sets: SetOption = None,
 ) -> None:
-    """Make VERSION the champion (scoring uses it from the next run)."""
+    """Make VERSION the champion (scoring uses it from the next run).
+
+    Example: propensity models promote 2026-01-13.1 --reason "restore after a bad retrain"
+    """
     cfg = load(config, sets)
     move = store.promote(cfg, version, by, reason, force=force)
     before = move["from"] or "none"
@@ -145,7 +161,10 @@ def rollback(
     sets: SetOption = None,
 ) -> None:
     """Point the champion back at the previous champion: each call undoes one promotion, newest
-    first; exit 3 at the start of the promotion history."""
+    first; exit 3 at the start of the promotion history.
+
+    Example: propensity models rollback --reason "drift alert after the 2026-01-20 retrain"
+    """
     cfg = load(config, sets)
     move = store.rollback(cfg, by, reason)
     typer.echo(f"champion: {move['from']} -> {move['version']} (by {move['by']}: {reason})")
