@@ -1,4 +1,5 @@
-"""Terminal output shared by every stage: one stderr console, progress bars, structured logs.
+"""Terminal output shared by every stage: one stderr console, progress bars, structured logs,
+heartbeats for long work.
 
 Logs never carry raw profile ids: stages log counts and pseudonymised ids only.
 """
@@ -9,6 +10,8 @@ import datetime as dt
 import json
 import logging
 import sys
+import threading
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -93,3 +96,24 @@ def progress() -> Progress:
         console=console,
         disable=not console.is_terminal,
     )
+
+
+def heartbeat(
+    what: str, poll: Callable[[], dict | None], every_s: float, logger: logging.Logger
+) -> threading.Event:
+    """From a daemon thread, every `every_s` seconds, log `what` with the fields `poll()` returns
+    (None: idle, nothing logged), so long work that has no progress bar of its own still shows
+    it is alive. Ends when the returned event is set or `poll` raises (its source is gone)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                fields = poll()
+            except Exception:  # noqa: BLE001 - the source of progress has gone away
+                return
+            if fields is not None:
+                logger.info("%s %s", what, kv(**fields))
+
+    threading.Thread(target=beat, name=f"heartbeat: {what}", daemon=True).start()
+    return stop
