@@ -41,7 +41,8 @@ def explain(
     pseudonymised: Annotated[
         bool,
         typer.Option("--pseudonymised",
-                     help="--profile is already a pseudonymised id (as in predictions files)."),
+                     help="--profile is already a pseudonymised id (as in predictions files), or "
+                          "a unique prefix of one (as --top prints it; implied by a trailing …)."),
     ] = False,
     target: Annotated[
         Optional[str],
@@ -89,10 +90,12 @@ def explain(
     per-event inputs against an all-zero baseline (contributions sum to prediction minus
     f(baseline); the gap is shown), and optionally the leave-one-out change. --json, --html and
     --png write the same explanation for machines and people. Only pseudonymised ids are shown.
-    --top N explains the N highest-scored profiles of predictions(D); --summary N summarises
+    --top N explains the N highest-scored profiles of predictions(D) (explain one of them with
+    --pseudonymised --profile and the id prefix it shows); --summary N summarises
     which event types and recencies drive the predictions of N sampled profiles.
-    Exit codes: 0 done, 2 bad options or --target, 3 histories(D), predictions(D) (--top), the
-    model or the profile missing, 4 malformed histories or a tampered model file.
+    Exit codes: 0 done, 2 bad options or --target, or an id prefix that several ids start with,
+    3 histories(D), predictions(D) (--top), the model or the profile missing, 4 malformed
+    histories or a tampered model file.
 
     Example: propensity explain --date 2026-01-20 --top 5 --html top5.html
     """
@@ -120,8 +123,10 @@ def explain(
         figure = functools.partial(summary_render.summary_figure, document)
         count = document["profiles"]
     else:
-        if profile is not None:
-            ids = [profile if pseudonymised else pseudonymise([profile], cfg.pseudonym_key())[0]]
+        if profile is not None and (pseudonymised or profile.endswith(lookup.CUT)):
+            ids = [lookup.resolve_prefix(cfg, day, profile)]  # as --top or a predictions file shows it
+        elif profile is not None:
+            ids = [pseudonymise([profile], cfg.pseudonym_key())[0]]
         else:
             target, best = lookup.top_predictions(cfg, day, target, top)
             versions = sorted({b["model_version"] for b in best})
