@@ -72,38 +72,59 @@ def list_versions(
     _stdout().print(table)
 
 
-def _summary_table(meta: dict):
-    """What people look for in a model.json: data, metrics against baseline and champion, the
-    gate's decision and its reasons."""
+def _dates(pairs: list[dict], key: str) -> str:
+    days = sorted(p[key] for p in pairs if p.get(key))
+    if not days:
+        return "n/a"
+    return days[0] if days[0] == days[-1] else f"{days[0]} .. {days[-1]}"
+
+
+def _summary_table(meta: dict, champion: str | None):
+    """What people look for in a model.json, one row each: data dates, metrics against the
+    baseline and the champion of the day, the gate's decision and reasons, parent, status."""
     from rich.table import Table
+    from rich.text import Text
 
     gate = meta.get("gate") or {}
     data = meta.get("data") or {}
+    pairs = data.get("snapshot_pairs") or [{"input_date": data.get("input_date")}]
     table = Table(title=f"model {meta['version']}", show_header=False)
-    table.add_row("trained for", f"{meta.get('training_date')} (inputs {data.get('input_date')}, "
-                  f"{len(data.get('snapshot_pairs') or [1])} snapshot pairs)")
-    table.add_row("start", f"warm from {meta['parent_version']}" if meta.get("warm_start")
-                  else "cold")
-    table.add_row("examples", f"{data.get('train_examples')} train, "
-                  f"{data.get('validation_examples')} validation, "
-                  f"{data.get('gate_examples', data.get('validation_examples'))} gate rows")
-    table.add_row("gate", f"{gate.get('decision', 'not gated')}"
-                  + "".join(f"\n{r}" for r in gate.get("reasons", [])))
+
+    def row(label: str, value: str) -> None:
+        table.add_row(label, Text(value))  # plain text: "[low, high]" is not rich markup
+
+    row("status", "champion" if meta["version"] == champion
+        else f"not the champion ({champion or 'none'} is)")
+    row("trained for", str(meta.get("training_date")))
+    row("data", f"inputs {_dates(pairs, 'input_date')}, labels "
+        f"{_dates(pairs, 'label_date')} ({len(pairs)} snapshot pairs)")
+    row("examples", f"{data.get('train_examples')} train, "
+        f"{data.get('validation_examples')} validation, "
+        f"{data.get('gate_examples', data.get('validation_examples'))} gate rows")
+    row("parent", f"{meta['parent_version']} (warm start)" if meta.get("warm_start")
+        else "none (cold start)")
+    row("gate", f"{gate.get('decision', 'not gated')}"
+        + "".join(f"\n{r}" for r in gate.get("reasons", [])))
+    row("champion then", str(gate.get("champion_version") or "none"))
     base = (meta.get("baseline") or {}).get("metrics", {})
     for target, m in (meta.get("metrics") or {}).items():
-        line = f"AUROC {_num(m.get('auroc'))}, AP {_num(m.get('average_precision'))}, " \
-               f"baseline AUROC {_num(base.get(target, {}).get('auroc'))}"
+        line = (f"AUROC {_num(m.get('auroc'))}, AP {_num(m.get('average_precision'))}; "
+                f"baseline AUROC {_num(base.get(target, {}).get('auroc'))}")
         for against, c in (gate.get("comparisons") or {}).get(target, {}).items():
-            low, high = c["interval"]
-            line += f"\nvs {against}: {c['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
-        table.add_row(target, line)
-    table.add_row("champion then", str(gate.get("champion_version") or "none"))
-    table.add_row("created", f"{meta.get('created_at')} (code {meta.get('code_version')})")
+            low, high = c.get("interval") or (None, None)
+            line += (f"\nvs {against}: {_signed(c.get('difference'))} "
+                     f"[{_signed(low)}, {_signed(high)}]")
+        row(target, line)
+    row("created", f"{meta.get('created_at')} (code {meta.get('code_version')})")
     return table
 
 
 def _num(x) -> str:
     return "n/a" if x is None else f"{x:.4f}"
+
+
+def _signed(x) -> str:
+    return "n/a" if x is None else f"{x:+.4f}"
 
 
 @app.command("show")
@@ -115,8 +136,10 @@ def show(
     config: ConfigOption = None,
     sets: SetOption = None,
 ) -> None:
-    """Summarise a version (metrics, baseline, gate, data) and verify its weights (exit 4 if
-    tampered or truncated); --json prints the whole model.json.
+    """Summarise a version (status, data dates, examples, parent, gate decision and reasons,
+    metrics against the baseline and the champion it was gated against) and verify its weights
+    (exit 4 if tampered or truncated; exit 3 if there is no such version); --json prints the
+    whole model.json instead of the table.
 
     Example: propensity models show 2026-01-20.1
     """
@@ -125,7 +148,7 @@ def show(
     if as_json:
         typer.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
     else:
-        _stdout().print(_summary_table(meta))
+        _stdout().print(_summary_table(meta, store.champion_version(cfg)))
     store.read_weights(cfg, version, meta)
     typer.echo(f"weights sha256 verified: {meta['weights']['sha256']}", err=True)
 
