@@ -126,3 +126,14 @@ def test_verbose_is_accepted_before_and_after_the_command(where, tmp_path, root_
     assert logging.getLogger().level == logging.DEBUG
     quiet = runner.invoke(app, ["models", "list", "--set", f"storage.root={tmp_path}"])
     assert quiet.exit_code == 0 and logging.getLogger().level == logging.INFO
+
+
+def test_a_bad_set_key_blames_the_set_item(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("training:\n  max_epochs: 2\n")
+    result = runner.invoke(app, ["aggregate", "--date", "2026-01-01", "--config", str(good),
+                                 "--set", "training.batch_size=lots"])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert "--set training.batch_size=lots: invalid config: training.batch_size" in message
+    assert str(good) not in message
