@@ -83,6 +83,21 @@ def test_heartbeat_logs_only_busy_polls_and_ends_when_its_source_is_gone(caplog)
     assert not any(t.name == "heartbeat: working" for t in threading.enumerate())
 
 
+def test_heartbeat_reports_a_short_burst_of_work_between_two_lines(caplog):
+    """Work that starts and ends between two lines (every 3 s) is still reported: the source is
+    asked every second."""
+    start = time.monotonic()
+
+    def poll():
+        return {"stage": "aggregate"} if 0.5 <= time.monotonic() - start <= 1.5 else None
+
+    caplog.set_level(logging.INFO, logger="propensity.test")
+    stop = heartbeat("working", poll, 3.0, logging.getLogger("propensity.test"))
+    time.sleep(4.5)
+    stop.set()
+    assert [r.getMessage() for r in caplog.records] == ["working stage=aggregate"]
+
+
 @pytest.fixture(autouse=True)
 def _not_while_measuring():
     while os.path.exists("/tmp/BENCH_RUNNING"):  # someone is benchmarking on this machine

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from rich.console import Console
@@ -101,19 +102,23 @@ def progress() -> Progress:
 def heartbeat(
     what: str, poll: Callable[[], dict | None], every_s: float, logger: logging.Logger
 ) -> threading.Event:
-    """From a daemon thread, every `every_s` seconds, log `what` with the fields `poll()` returns
-    (None: idle, nothing logged), so long work that has no progress bar of its own still shows
-    it is alive. Ends when the returned event is set or `poll` raises (its source is gone)."""
+    """From a daemon thread, log `what` with the fields `poll()` returns at most every `every_s`
+    seconds, while there is work (None: idle), so long work without a progress bar of its own
+    still shows it is alive. `poll` is asked every second (or `every_s`, if shorter), so short
+    bursts of work between two lines count too; the line carries the latest busy answer. Ends
+    when the returned event is set or `poll` raises (its source is gone)."""
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(every_s):
+        last_line, busy = time.monotonic(), None
+        while not stop.wait(min(1.0, every_s)):
             try:
-                fields = poll()
+                busy = poll() or busy
             except Exception:  # noqa: BLE001 - the source of progress has gone away
                 return
-            if fields is not None:
-                logger.info("%s %s", what, kv(**fields))
+            if busy is not None and time.monotonic() - last_line >= every_s:
+                logger.info("%s %s", what, kv(**busy))
+                last_line, busy = time.monotonic(), None
 
     threading.Thread(target=beat, name=f"heartbeat: {what}", daemon=True).start()
     return stop
