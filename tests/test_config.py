@@ -151,8 +151,8 @@ def test_a_whole_section_set_again_takes_the_blame(monkeypatch):
 
 
 @pytest.mark.parametrize("item, says", [
-    ("gate.min_auc.deep=1", "--set gate.min_auc.deep=1: cannot set 'gate.min_auc.deep': "
-                            "'gate.min_auc' is not a section"),
+    ("gate.min_auc.deep=1", ("--set gate.min_auc.deep=1: cannot set 'gate.min_auc.deep': "
+                             "'gate.min_auc' is not a section")),
     ("gate..min_auc=1", "--set gate..min_auc=1: 'gate..min_auc' is not a key path"),
 ])
 def test_set_paths_that_cannot_be_set(item, says):

@@ -212,7 +212,7 @@ def test_top_explains_the_highest_scored_profiles(world, tmp_path):
 
 
 def test_profile_accepts_the_prefix_top_prints(world, tmp_path):
-    cfg, storage_set, _ = world
+    _, storage_set, _ = world
     top = cli(storage_set, "--top", "2", "--json", str(tmp_path / "top.json"),
               "--no-leave-one-out")
     assert top.exit_code == 0, top.output
