@@ -22,7 +22,11 @@ def install_command(tmp_path, *make_args: str, **env: str) -> str:
     venv = tmp_path / "venv"
     out = subprocess.run(
         ["make", "-n", "-B", f"VENV={venv}", *make_args, f"{venv}/bin/propensity"],
-        cwd=REPO, env={**base, **env}, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     (pip,) = [line for line in out.splitlines() if " install " in line]
     assert "-c constraints.txt" in pip and "-e '.[dev,spark]'" in pip

@@ -27,12 +27,25 @@ def test_a_fresh_jvm_prints_warnings_and_above_only(tmp_path):
     # A process of its own: the JVM's logging is set when the JVM starts, and this test run's
     # session has long started.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=170, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     err = run.stderr
-    for noise in ("Using Spark's default log4j profile", "Setting default log level",
-                  "NativeCodeLoader", " INFO ", "level=INFO", "[Stage"):
+    for noise in (
+        "Using Spark's default log4j profile",
+        "Setting default log level",
+        "NativeCodeLoader",
+        " INFO ",
+        "level=INFO",
+        "[Stage",
+    ):
         assert noise not in err, err
     jvm_lines = [line for line in err.splitlines() if "logger=jvm." in line]
     assert all(("level=WARN" in line or "level=ERROR" in line) for line in jvm_lines), err
@@ -64,7 +77,9 @@ def test_progress_lines_while_spark_runs_a_job(spark, caplog):
 
 
 def test_heartbeat_logs_only_busy_polls_and_ends_when_its_source_is_gone(caplog):
-    answers = iter([None, {"stage": "score", "elapsed_s": 1}, None, {"stage": "score", "elapsed_s": 3}])
+    answers = iter(
+        [None, {"stage": "score", "elapsed_s": 1}, None, {"stage": "score", "elapsed_s": 3}]
+    )
     gone = threading.Event()
 
     def poll():
@@ -79,7 +94,9 @@ def test_heartbeat_logs_only_busy_polls_and_ends_when_its_source_is_gone(caplog)
     assert gone.wait(5)
     time.sleep(0.1)
     assert [r.getMessage() for r in caplog.records] == [
-        "working stage=score elapsed_s=1", "working stage=score elapsed_s=3"]
+        "working stage=score elapsed_s=1",
+        "working stage=score elapsed_s=3",
+    ]
     assert not any(t.name == "heartbeat: working" for t in threading.enumerate())
 
 

@@ -54,6 +54,7 @@ class Command(_Help, TyperCommand):
 class Group(_Help, TyperGroup):
     pass
 
+
 app = typer.Typer(
     name="propensity",
     help=(

@@ -51,8 +51,12 @@ class _JsonFormatter(logging.Formatter):
     collectors that parse JSON rather than logfmt."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"ts": _iso_utc(record), "level": record.levelname, "logger": record.name,
-                "message": record.getMessage()}
+        line = {
+            "ts": _iso_utc(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)

@@ -60,8 +60,10 @@ def aws_errors(what: str, other: type[PropensityError] = PropensityError) -> Ite
     try:
         yield
     except aws.NoRegionError:
-        raise UsageError(f"{what}: no AWS region: set AWS_DEFAULT_REGION (or the region of the "
-                         "AWS_PROFILE in ~/.aws/config)") from None
+        raise UsageError(
+            f"{what}: no AWS region: set AWS_DEFAULT_REGION (or the region of the "
+            "AWS_PROFILE in ~/.aws/config)"
+        ) from None
     except (aws.NoCredentialsError, aws.PartialCredentialsError) as e:
         raise UsageError(f"{what}: {e}: {CREDENTIALS_HINT}") from None
     except aws.ProfileNotFound as e:
@@ -75,8 +77,10 @@ def aws_errors(what: str, other: type[PropensityError] = PropensityError) -> Ite
     except aws.ClientError as e:
         code, message = e.response["Error"].get("Code"), e.response["Error"].get("Message")
         if code in AUTH_ERRORS:
-            raise UsageError(f"{what}: AWS refused the credentials ({code}: {message}): "
-                             f"{CREDENTIALS_HINT}, with EMR permissions") from None
+            raise UsageError(
+                f"{what}: AWS refused the credentials ({code}: {message}): "
+                f"{CREDENTIALS_HINT}, with EMR permissions"
+            ) from None
         raise other(f"{what}: {code}: {message}") from None
     except aws.BotoCoreError as e:  # anything else botocore reports, still one line
         raise PropensityError(f"{what}: {e}") from None
