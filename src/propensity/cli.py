@@ -40,7 +40,8 @@ class _Help:
                 self._verbose.expose_value = False
                 self._verbose.callback = _verbose_after_command
                 self._verbose.help = "Debug logging (the same as propensity -v COMMAND)."
-            params = [*params[:-1], self._verbose, params[-1]]  # --help stays last
+            # After the command's own options, before --help (which get_params adds last).
+            params = [*self.params, self._verbose, *params[len(self.params) :]]
         for p in params:
             if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
                 p.metavar = ""
