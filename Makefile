@@ -2,7 +2,13 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-PIP    := $(BIN)/pip install -c constraints.txt
+# torch's CPU build: PyPI's Linux torch is the CUDA build (several GB of CUDA libraries), so
+# pip also asks PyTorch's CPU index, whose torch==2.13.0+cpu wins over PyPI's 2.13.0. Where pip's
+# sources are set in the environment (PIP_INDEX_URL or PIP_FIND_LINKS: a mirror, or a local
+# wheel folder with the CPU wheel) they stand alone; `make install TORCH_INDEX=URL` names
+# another index, `make install TORCH_INDEX=` none.
+TORCH_INDEX ?= $(if $(PIP_INDEX_URL)$(PIP_FIND_LINKS),,https://download.pytorch.org/whl/cpu)
+PIP    := $(BIN)/pip install -c constraints.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
 # The second Spark line CI tests (EMR 7.x and Databricks 14.3-16.4 run Spark 3.5), installed
 # beside the venv's newest 4.x and put first on PYTHONPATH; py4j is the one that pyspark pins.

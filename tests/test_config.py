@@ -114,3 +114,90 @@ def test_production_config_requires_a_key(monkeypatch):
 def test_bad_targets_are_errors_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(overrides=[override])
+
+
+def test_a_bad_set_value_blames_the_set_item_not_the_file(tmp_path):
+    path = tmp_path / "good.yaml"
+    path.write_text("training:\n  max_epochs: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["training.batch_size=lots"])
+    message = str(err.value)
+    assert message.startswith("--set training.batch_size=lots: invalid config: training.batch_size")
+    assert str(path) not in message
+
+
+def test_an_unknown_set_key_blames_the_set_item():
+    # The unknown key is reported at its parent section (spark.driver), which only --set made.
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["spark.driver.memory=512m"])
+    assert str(err.value).startswith("--set spark.driver.memory=512m: invalid config: spark.driver")
+    assert EMBEDDED not in str(err.value)
+
+
+def test_an_environment_override_is_named_by_its_variable(monkeypatch):
+    monkeypatch.setenv("PROPENSITY__GATE__MIN_AUC", "1.5")
+    with pytest.raises(ConfigError) as err:
+        load_config()
+    assert str(err.value).startswith(
+        "environment variable PROPENSITY__GATE__MIN_AUC: invalid config: gate.min_auc"
+    )
+    assert "1.5" not in str(err.value).split(":")[0]  # the variable is named, its value is not
+    # --set of the same key wins, and then it is the --set item that is to blame.
+    with pytest.raises(ConfigError, match=r"^--set gate.min_auc=2: invalid config: gate.min_auc"):
+        load_config(overrides=["gate.min_auc=2"])
+
+
+def test_each_problem_is_blamed_on_its_own_source(tmp_path, monkeypatch):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  hidden_size: huge\n")
+    monkeypatch.setenv("PROPENSITY__TRAINING__MAX_EPOCHS", "many")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["gate.min_auc=2"])
+    parts = {
+        p.split(": invalid config: ")[0]: p
+        for p in str(err.value).split("; ")
+        if ": invalid config: " in p
+    }
+    assert set(parts) == {
+        str(path),
+        "environment variable PROPENSITY__TRAINING__MAX_EPOCHS",
+        "--set gate.min_auc=2",
+    }
+    assert "model.hidden_size" in parts[str(path)]
+    assert "training.max_epochs" in parts["environment variable PROPENSITY__TRAINING__MAX_EPOCHS"]
+    assert "gate.min_auc" in parts["--set gate.min_auc=2"]
+
+
+def test_a_whole_section_set_again_takes_the_blame(monkeypatch):
+    monkeypatch.setenv("PROPENSITY__TRAINING__MAX_EPOCHS", "3")
+    with pytest.raises(ConfigError, match=r"^--set training={batch_size: x}: invalid config"):
+        load_config(overrides=["training={batch_size: x}"])
+
+
+@pytest.mark.parametrize(
+    "item, says",
+    [
+        (
+            "gate.min_auc.deep=1",
+            (
+                "--set gate.min_auc.deep=1: cannot set 'gate.min_auc.deep': "
+                "'gate.min_auc' is not a section"
+            ),
+        ),
+        ("gate..min_auc=1", "--set gate..min_auc=1: 'gate..min_auc' is not a key path"),
+    ],
+)
+def test_set_paths_that_cannot_be_set(item, says):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[item])
+    assert str(err.value).startswith(says)
+
+
+def test_an_environment_path_that_cannot_be_set_names_the_variable(monkeypatch):
+    monkeypatch.setenv("PROPENSITY__GATE__MIN_AUC__DEEP", "1")
+    with pytest.raises(
+        ConfigError,
+        match=r"^environment variable PROPENSITY__GATE__MIN_AUC__DEEP: "
+        r"cannot set",
+    ):
+        load_config()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -164,3 +165,85 @@ def test_dry_run_prints_steps_without_aws():
 def test_bad_date_is_a_usage_error():
     result = runner.invoke(app, ["emr", "submit", "--cluster-id", "j-X", "--date", "20-01-2026", "--dry-run"])
     assert result.exit_code == 2 and "--date" in result.output
+
+
+def _submit():
+    return runner.invoke(app, ["emr", "submit", "--cluster-id", "j-ABC", "--date", "2026-01-20"])
+
+
+def _one_clean_line(result) -> str:
+    """The error as the operator sees it: one line, no traceback."""
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.fixture
+def no_aws_setup(tmp_path, monkeypatch):
+    """No AWS settings at all, as on a fresh laptop: no region, no credentials, no profile files,
+    and no instance metadata service to ask."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL",
+                 "AWS_ENDPOINT_URL_EMR", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "empty").write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # boto3 keeps what it read at first use
+    yield monkeypatch
+    boto3.DEFAULT_SESSION = None  # and none of this for later tests
+
+
+def test_no_region_is_one_line_naming_aws_region(no_aws_setup):
+    result = _submit()
+    assert result.exit_code == 2
+    line = _one_clean_line(result)
+    assert "no AWS region" in line and "AWS_DEFAULT_REGION" in line
+
+
+def test_no_credentials_is_one_line_naming_the_settings(no_aws_setup):
+    no_aws_setup.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    result = _submit()
+    assert result.exit_code == 2
+    line = _one_clean_line(result)
+    assert "Unable to locate credentials" in line
+    assert "AWS_PROFILE" in line and "AWS_ACCESS_KEY_ID" in line
+
+
+def test_a_missing_profile_is_one_line_naming_aws_profile(no_aws_setup):
+    no_aws_setup.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    no_aws_setup.setenv("AWS_PROFILE", "nobody")
+    result = _submit()
+    assert result.exit_code == 2
+    line = _one_clean_line(result)
+    assert "nobody" in line and "check AWS_PROFILE" in line
+
+
+def test_an_unreachable_endpoint_is_one_line_naming_it(monkeypatch):
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # botocore's retries, kept short for the test
+    result = _submit()
+    assert result.exit_code == 1
+    line = _one_clean_line(result)
+    assert f"http://127.0.0.1:{port}" in line and "AWS_ENDPOINT_URL" in line
+
+
+@pytest.mark.parametrize("code, exit_code, says", [
+    ("UnrecognizedClientException", 2, "AWS refused the credentials"),
+    ("ThrottlingException", 1, "ThrottlingException: slow down"),
+])
+def test_refused_requests_are_one_line(code, exit_code, says):
+    from botocore.exceptions import ClientError
+
+    from propensity.errors import exit_code_of
+
+    with pytest.raises(Exception) as err, emr.aws_errors("EMR cluster j-ABC"):
+        raise ClientError({"Error": {"Code": code, "Message": "slow down"}}, "DescribeCluster")
+    assert int(exit_code_of(err.value)) == exit_code
+    assert str(err.value).startswith("EMR cluster j-ABC: ") and says in str(err.value)
+    assert "\n" not in str(err.value)

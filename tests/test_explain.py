@@ -211,6 +211,57 @@ def test_top_explains_the_highest_scored_profiles(world, tmp_path):
     assert (tmp_path / "top.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_profile_accepts_the_prefix_top_prints(world, tmp_path):
+    _, storage_set, _ = world
+    top = cli(storage_set, "--top", "2", "--json", str(tmp_path / "top.json"),
+              "--no-leave-one-out")
+    assert top.exit_code == 0, top.output
+    first = json.loads((tmp_path / "top.json").read_text())["profiles"][0]["profile_id"]
+    printed = first[:12] + "…"
+    assert printed in top.output and first not in top.output
+    # As copied from the table (the ellipsis says it is pseudonymised), and as a bare prefix.
+    for args in (["--profile", printed], ["--profile", first[:12], "--pseudonymised"],
+                 ["--profile", first, "--pseudonymised"]):
+        result = cli(storage_set, *args, "--no-leave-one-out", "--json", str(tmp_path / "one.json"))
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / "one.json").read_text())["profile_id"] == first
+
+
+def test_profile_prefix_errors(world):
+    cfg, storage_set, _ = world
+    table = storage.read_parquet(storage.partition(cfg.uri("histories"), DAY))
+    ids = sorted(table.column("profile_id").to_pylist())
+    shared = ids[0][:1]
+    sharing = [i for i in ids if i.startswith(shared)]
+    assert len(sharing) > 1  # 500 profiles, 16 first characters
+    ambiguous = cli(storage_set, "--profile", shared, "--pseudonymised")
+    assert ambiguous.exit_code == 2, ambiguous.output
+    message = " ".join(ambiguous.output.split())
+    assert f"{len(sharing)} pseudonymised ids" in message and "give more characters" in message
+    assert sharing[0][:5] + "…" in message
+    unmatched = next(p for p in (f"{n:06x}" for n in range(1 << 24))
+                     if not any(i.startswith(p) for i in ids))
+    nothing = cli(storage_set, "--profile", unmatched + "…")
+    assert nothing.exit_code == 3 and "no pseudonymised id" in nothing.output, nothing.output
+    not_hex = cli(storage_set, "--profile", "nobody", "--pseudonymised")
+    assert not_hex.exit_code == 2 and "lowercase hex" in not_hex.output
+    # A raw id that is not found hints at --pseudonymised.
+    raw = cli(storage_set, "--profile", ids[0][:12])
+    assert raw.exit_code == 3 and "--pseudonymised" in raw.output
+
+
+def test_prefix_lookup_finds_the_first_middle_and_last_ids(world):
+    cfg, _, _ = world
+    table = storage.read_parquet(storage.partition(cfg.uri("histories"), DAY))
+    ids = sorted(table.column("profile_id").to_pylist())
+    for whole in (ids[0], ids[len(ids) // 2], ids[-1]):
+        # The shortest prefix no other id shares.
+        n = next(k for k in range(1, len(whole) + 1)
+                 if sum(i.startswith(whole[:k]) for i in ids) == 1)
+        assert lookup.resolve_prefix(cfg, DAY, whole[:n]) == whole
+        assert lookup.resolve_prefix(cfg, DAY, whole) == whole
+
+
 def test_global_summary_finds_the_deciding_event_type(world, tmp_path):
     cfg, storage_set, _ = world
     summary = global_summary(cfg, DAY, n_profiles=48, seed=1)

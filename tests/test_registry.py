@@ -192,3 +192,63 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(config):
     storage.write_json(uri, meta)
     with pytest.raises(BadInput, match="do not fit"):
         load_model(config, "2026-01-20.1")
+
+
+def _gated_version(cfg, version, parent):
+    """A version whose model.json has what training records: data dates, baseline, gate."""
+    model = PropensityModel.from_config(cfg)
+    pairs = [{"input_date": f"2026-01-1{k}", "label_date": f"2026-01-{17 + k}", "profiles": 900}
+             for k in range(3)]
+    meta = {
+        "model": cfg.model.model_dump(), "types": cfg.events.types, "targets": cfg.target_names,
+        "feature_spec": model.spec.to_dict(), "training_date": "2026-01-20",
+        "created_at": "2026-01-20T06:00:00+00:00", "code_version": "9.9.9",
+        "data": {"input_date": "2026-01-13", "snapshot_pairs": pairs, "train_examples": 2400,
+                 "validation_examples": 300, "gate_examples": 280},
+        "metrics": {"order_7d": {"auroc": 0.7123, "average_precision": 0.2345}},
+        "baseline": {"method": "logistic regression", "metrics": {"order_7d": {"auroc": 0.6811}}},
+        "gate": {"decision": "rejected", "reasons": ["AUROC below the champion's by 0.0200"],
+                 "champion_version": parent,
+                 "comparisons": {"order_7d": {
+                     "baseline": {"difference": 0.0312, "interval": [0.01, 0.0524]},
+                     "champion": {"difference": -0.02, "interval": [None, 0.001]}}}},
+        "parent_version": parent, "warm_start": True,
+        "config": {"lots": ["of", "settings"] * 100},
+    }
+    store.publish(cfg, version, store.weights_bytes(model), meta, {"stats": 1})
+
+
+def test_show_summarises_a_version_and_json_prints_the_whole_record(config):
+    publish_version(config, "2026-01-13.1")
+    store.move_champion(config, "2026-01-13.1", "gate", None, "first")
+    _gated_version(config, "2026-01-20.1", parent="2026-01-13.1")
+
+    result = cli(config, "show", "2026-01-20.1")
+    assert result.exit_code == 0, result.output
+    rows, label = {}, None
+    for line in result.output.splitlines():  # "│ label │ value │" rows, values wrapped
+        cells = [c.strip() for c in line.split("│")]
+        if len(cells) == 4 and cells[1]:
+            label = cells[1]
+            rows[label] = cells[2]
+        elif len(cells) == 4 and label:
+            rows[label] += " " + cells[2]
+    assert rows["status"] == "not the champion (2026-01-13.1 is)"
+    assert rows["data"] == ("inputs 2026-01-10 .. 2026-01-12, labels 2026-01-17 .. 2026-01-19 "
+                            "(3 snapshot pairs)")
+    assert rows["examples"] == "2400 train, 300 validation, 280 gate rows"
+    assert rows["parent"] == "2026-01-13.1 (warm start)"
+    assert rows["gate"] == "rejected AUROC below the champion's by 0.0200"
+    assert rows["champion then"] == "2026-01-13.1"
+    assert rows["order_7d"] == ("AUROC 0.7123, AP 0.2345; baseline AUROC 0.6811 vs baseline: "
+                                "+0.0312 [+0.0100, +0.0524] vs champion: -0.0200 [n/a, +0.0010]")
+    assert "lots" not in result.output and len(result.output.splitlines()) < 30
+
+    as_json = cli(config, "show", "2026-01-20.1", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    record = json.loads(as_json.stdout)
+    assert record == store.read_metadata(config, "2026-01-20.1")
+    assert record["config"]["lots"][:2] == ["of", "settings"]
+
+    missing = cli(config, "show", "2026-01-21.1")
+    assert missing.exit_code == 3 and "2026-01-21.1" in missing.output

@@ -6,14 +6,55 @@ expected failures to the documented exit codes (see `propensity.errors`).
 
 from __future__ import annotations
 
+import copy
 import functools
-from typing import Annotated, Callable
+import logging
+from typing import Annotated, Callable, Literal
 
 import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from propensity import __version__
 from propensity.errors import PropensityError, exit_code_of
-from propensity.ui import console, setup_logging
+from propensity.ui import LOG_FORMATS, console, setup_logging
+
+
+def _verbose_after_command(ctx, param, value: bool) -> None:
+    if value:
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
+class _Help:
+    """What every command's --help and parser share: flags show no value type (typer shows
+    `<bool>` for them, though they take no value), and `-v/--verbose` is accepted after the
+    command as well as before it (a copy of the root option that only raises the log level)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        root = ctx.find_root().command
+        if root is not self:
+            # One copy per command: click matches parameters by identity.
+            if getattr(self, "_verbose", None) is None:
+                verbose = next(p for p in root.params if p.name == "verbose")
+                self._verbose = copy.copy(verbose)
+                self._verbose.expose_value = False
+                self._verbose.callback = _verbose_after_command
+                self._verbose.help = "Debug logging (the same as propensity -v COMMAND)."
+            # After the command's own options, before --help (which get_params adds last).
+            params = [*self.params, self._verbose, *params[len(self.params) :]]
+        for p in params:
+            if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
+                p.metavar = ""
+        return params
+
+
+class Command(_Help, TyperCommand):
+    pass
+
+
+class Group(_Help, TyperGroup):
+    pass
+
 
 app = typer.Typer(
     name="propensity",
@@ -26,6 +67,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=Group,
 )
 
 
@@ -37,13 +79,25 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logging (also after the command).")
+    ] = False,
+    log_format: Annotated[
+        Literal[LOG_FORMATS],
+        typer.Option(
+            "--log-format",
+            envvar="PROPENSITY_LOG_FORMAT",
+            metavar="|".join(LOG_FORMATS),
+            help="Log lines off a terminal: logfmt (key=value) or json (one object a line, "
+            "for log collectors).",
+        ),
+    ] = "logfmt",
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    setup_logging(verbose)
+    setup_logging(verbose, log_format)
 
 
 def handled(fn: Callable) -> Callable:
@@ -72,19 +126,20 @@ def _register() -> None:
     from propensity.scoring import commands as scoring
     from propensity.training import commands as training
 
-    app.command("generate")(handled(events.generate))
-    app.command("aggregate")(handled(histories.aggregate))
-    app.command("train")(handled(training.train))
-    app.command("score")(handled(scoring.score))
-    app.command("monitor")(handled(monitoring.monitor))
-    app.command("explain")(handled(explain.explain))
-    app.command("daily")(handled(cycle.daily))
-    app.command("demo")(handled(cycle.demo))
+    app.command("generate", cls=Command)(handled(events.generate))
+    app.command("aggregate", cls=Command)(handled(histories.aggregate))
+    app.command("train", cls=Command)(handled(training.train))
+    app.command("score", cls=Command)(handled(scoring.score))
+    app.command("monitor", cls=Command)(handled(monitoring.monitor))
+    app.command("explain", cls=Command)(handled(explain.explain))
+    app.command("daily", cls=Command)(handled(cycle.daily))
+    app.command("demo", cls=Command)(handled(cycle.demo))
     for sub in (registry.app, cycle.emr_app):
         for command in sub.registered_commands:
             command.callback = handled(command.callback)
-    app.add_typer(registry.app, name="models")
-    app.add_typer(cycle.emr_app, name="emr")
+            command.cls = Command
+    app.add_typer(registry.app, name="models", cls=Group)
+    app.add_typer(cycle.emr_app, name="emr", cls=Group)
 
 
 _register()

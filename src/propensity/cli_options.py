@@ -25,6 +25,7 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         "-c",
+        metavar="PATH",
         help="YAML config file (default: $PROPENSITY_CONFIG, else the embedded configs/local.yaml).",
         show_default=False,
     ),
@@ -33,6 +34,7 @@ SetOption = Annotated[
     Optional[list[str]],
     typer.Option(
         "--set",
+        metavar="KEY=VALUE",
         help="Override one config value, e.g. --set training.max_epochs=2 (repeatable).",
         show_default=False,
     ),

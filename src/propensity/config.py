@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from propensity.errors import ExitCode, PropensityError
 from propensity.hashing import xxhash64
@@ -288,15 +288,17 @@ class Config(_Section):
     spark: SparkConfig = SparkConfig()
     source: str = Field(EMBEDDED, exclude=True)  # where it was loaded from, for messages
 
-    @model_validator(mode="after")
-    def _targets_ok(self) -> Config:
-        names = [t.name for t in self.targets]
+    @field_validator("targets")
+    @classmethod
+    def _targets_ok(cls, targets: list[TargetConfig], info: ValidationInfo) -> list[TargetConfig]:
+        names = [t.name for t in targets]
         if not names:
-            raise ValueError("targets: at least one target is required")
+            raise ValueError("at least one target is required")
         if len(set(names)) != len(names):
-            raise ValueError(f"targets: duplicate names in {names}")
-        known = set(self.events.vocabulary)
-        for t in self.targets:
+            raise ValueError(f"duplicate names in {names}")
+        events = info.data.get("events")  # absent when it failed to validate itself
+        known = set(events.vocabulary if events else DEFAULT_VOCABULARY)
+        for t in targets:
             if not t.event_types:
                 raise ValueError(f"targets.{t.name}.event_types: must name at least one type")
             unknown = sorted(set(t.event_types) - known)
@@ -309,7 +311,7 @@ class Config(_Section):
                                      "leave the key out to match every value")
                 if values is not None and len(set(values)) != len(values):
                     raise ValueError(f"targets.{t.name}.{field}: duplicate values")
-        return self
+        return targets
 
     @property
     def horizon_days(self) -> int:
@@ -343,23 +345,30 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
-def _set_path(tree: dict, dotted: str, value: Any, source: str) -> None:
-    keys = dotted.split(".")
+def _set_path(tree: dict, dotted: str, value: Any, source: str) -> tuple[str, ...]:
+    """Set one dotted key in the raw config tree; returns the key path. `source` (the --set
+    item or the environment variable) is what an error blames."""
+    keys = tuple(k.strip() for k in dotted.split("."))
+    if not all(keys):
+        raise ConfigError(f"{source}: {dotted!r} is not a key path such as training.max_epochs")
     node = tree
-    for key in keys[:-1]:
+    for depth, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"{source}: cannot set {dotted!r}: {key!r} is not a section")
+            where = ".".join(keys[: depth + 1])
+            raise ConfigError(f"{source}: cannot set {dotted!r}: {where!r} is not a section")
         node = child
     node[keys[-1]] = value
+    return keys
 
 
-def _env_overrides() -> list[tuple[str, str]]:
+def _env_overrides() -> list[tuple[str, str, str]]:
+    """(dotted key, value, variable name) of every PROPENSITY__SECTION__KEY variable."""
     out = []
     for name, value in sorted(os.environ.items()):
         if name.startswith(ENV_PREFIX):
             dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-            out.append((dotted, value))
+            out.append((dotted, value, name))
     return out
 
 
@@ -385,19 +394,42 @@ def _read_yaml(path: str | Path | None) -> tuple[dict, str]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load, override and validate a config; raise ConfigError naming the file and key."""
+    """Load, override and validate a config; raise ConfigError naming the key and where its
+    value came from: the file, the environment variable, or the --set item."""
     data, source = _read_yaml(path)
-    for dotted, value in _env_overrides():
-        _set_path(data, dotted, _parse_scalar(value), f"{source} (environment)")
+    # key path -> what set it, for the error messages; the file is blamed for everything else.
+    origins: dict[tuple[str, ...], str] = {}
+
+    def override(dotted: str, value: str, origin: str) -> None:
+        keys = _set_path(data, dotted, _parse_scalar(value), origin)
+        for covered in [k for k in origins if k[: len(keys)] == keys]:
+            del origins[covered]  # a whole section set again replaces what was set inside it
+        origins[keys] = origin
+
+    for dotted, value, name in _env_overrides():
+        override(dotted, value, f"environment variable {name}")
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         dotted, value = item.split("=", 1)
-        _set_path(data, dotted.strip(), _parse_scalar(value), f"{source} (--set)")
+        override(dotted, value, f"--set {item}")
+
+    def blamed(loc: tuple[str, ...]) -> str:
+        # The override that set the key or a section around it; else one that created a key
+        # below it (an unknown key is reported at its parent); else the file.
+        around = [k for k in origins if loc[: len(k)] == k]
+        if around:
+            return origins[max(around, key=len)]
+        below = [k for k in origins if k[: len(loc)] == loc and loc]
+        return origins[min(below, key=len)] if below else source
+
     try:
         return Config.model_validate({**data, "source": source})
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
-        )
-        raise ConfigError(f"{source}: invalid config: {problems}") from None
+        problems: dict[str, list[str]] = {}
+        for err in e.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            problems.setdefault(blamed(loc), []).append(f"{'.'.join(loc) or '(top)'}: {err['msg']}")
+        raise ConfigError(
+            "; ".join(f"{where}: invalid config: {'; '.join(ps)}" for where, ps in problems.items())
+        ) from None

@@ -41,7 +41,8 @@ def daily(
     ] = False,
     only: Annotated[
         Optional[list[str]],
-        typer.Option("--only", help="Run only this step (repeatable): aggregate, train, score, monitor."),
+        typer.Option("--only", metavar="|".join(STEPS), show_default=False,
+                     help="Run only this step (repeatable)."),
     ] = None,
     config: ConfigOption = None,
     sets: SetOption = None,
@@ -54,6 +55,8 @@ def daily(
 
     Exit codes: 0 success; 10 gate rejected (scored with the old champion); 11 drift alert;
     12 quality alert; 1/3/4 a step failed (its own code). A range stops at the first failure.
+
+    Example: propensity daily --from 2026-01-06 --to 2026-01-20 --only aggregate --only score
     """
     if day and (first or last):
         raise UsageError("give either --date D or --from D1 --to D2, not both")
@@ -64,6 +67,7 @@ def daily(
     if last < first:
         raise UsageError(f"--to {last} is before --from {first}")
     steps = tuple(only or STEPS)
+    # Checked here: typer cannot declare a list of choices.
     unknown = sorted(set(steps) - set(STEPS))
     if unknown:
         raise UsageError(f"--only: unknown step(s) {unknown}; steps are {list(STEPS)}")
@@ -74,18 +78,22 @@ def daily(
 
 def demo(
     directory: Annotated[
-        Path, typer.Option("--dir", help="Folder for the demo's config and data (created).")
+        Path,
+        typer.Option("--dir", metavar="PATH",
+                     help="Folder for the demo's config and data (created)."),
     ] = Path("demo"),
     profiles: Annotated[
-        int, typer.Option("--profiles", help="Generated profiles.", min=100)
+        int, typer.Option("--profiles", metavar="N", help="Generated profiles.", min=100)
     ] = 8000,
     days: Annotated[
-        int, typer.Option("--days", help="Days of the daily cycle (after 14 days of past events).", min=8)
+        int,
+        typer.Option("--days", metavar="N", min=8,
+                     help="Days of the daily cycle (after 14 days of past events)."),
     ] = 16,
     config: Annotated[
         Optional[Path],
-        typer.Option("--config", "-c", help="Use this config instead of writing DIR/config.yaml.",
-                     show_default=False),
+        typer.Option("--config", "-c", metavar="PATH", show_default=False,
+                     help="Use this config instead of writing DIR/config.yaml."),
     ] = None,
     sets: SetOption = None,
 ) -> None:
@@ -98,6 +106,8 @@ def demo(
 
     Exit 0 when every day ran (alerts such as a rejected candidate are part of the story),
     else the failed day's code.
+
+    Example: propensity demo --dir demo --profiles 2000 --days 10
     """
     code = run_demo(directory, profiles=profiles, days=days, config=config, sets=sets)
     if code not in (ExitCode.OK, *ALERT_ORDER):
@@ -107,7 +117,9 @@ def demo(
 @emr_app.command("submit")
 def submit(
     cluster_id: Annotated[
-        str, typer.Option("--cluster-id", help="The running EMR cluster (j-...).", show_default=False)
+        str,
+        typer.Option("--cluster-id", metavar="ID", show_default=False,
+                     help="The running EMR cluster (j-...)."),
     ],
     day: DateOption,
     wait: Annotated[
@@ -126,6 +138,8 @@ def submit(
     has ended and exits like `propensity daily`: 0 all completed; for a failed step, the code in
     its run record (<reports>/runs/<D>-*.json: 10 gate rejected, 11 drift, 12 quality, or the
     failure's code), else 1.
+
+    Example: propensity emr submit --cluster-id j-2AXXXXXXGAPLF --date 2026-01-20 --wait
     """
     cfg = load(config, sets)
     steps = emr.build_steps(day.isoformat(), train_image=cfg.schedule.emr.train_image, force=force)

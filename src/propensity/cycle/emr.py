@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from propensity import storage
@@ -36,6 +38,52 @@ RELEASE_LABELS = {"emr-7.13.0": "Spark 3.5.6", "emr-spark-8.0.0": "Spark 4.0.2"}
 AGGREGATE_JOB = f"{HOME}/jobs/emr/aggregate_job.py"  # the aggregation's spark-submit entry point
 WRAPPER = "propensity-step"  # installed by bootstrap.sh on every node
 TERMINAL = {"COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED"}
+# ClientError codes that mean the credentials are wrong or lack a permission, not the request.
+AUTH_ERRORS = {
+    "AccessDenied", "AccessDeniedException", "ExpiredToken", "ExpiredTokenException",
+    "InvalidClientTokenId", "InvalidSignatureException", "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+}  # fmt: skip
+CREDENTIALS_HINT = (
+    "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where an instance "
+    "profile or role provides them"
+)
+
+
+@contextmanager
+def aws_errors(what: str, other: type[PropensityError] = PropensityError) -> Iterator[None]:
+    """botocore's failures as one-line errors that name the setting to check, so `propensity
+    emr` prints no traceback: no region or no credentials exit 2, an unreachable endpoint 1, a
+    refused request 2 (credentials) or `other`'s code."""
+    from botocore import exceptions as aws
+
+    try:
+        yield
+    except aws.NoRegionError:
+        raise UsageError(
+            f"{what}: no AWS region: set AWS_DEFAULT_REGION (or the region of the "
+            "AWS_PROFILE in ~/.aws/config)"
+        ) from None
+    except (aws.NoCredentialsError, aws.PartialCredentialsError) as e:
+        raise UsageError(f"{what}: {e}: {CREDENTIALS_HINT}") from None
+    except aws.ProfileNotFound as e:
+        raise UsageError(f"{what}: {e}: check AWS_PROFILE") from None
+    except (aws.EndpointConnectionError, aws.ReadTimeoutError) as e:
+        raise PropensityError(
+            f"{what}: cannot reach the EMR endpoint {e.kwargs.get('endpoint_url')}: check the "
+            "network, AWS_DEFAULT_REGION, and AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_EMR (unset for "
+            "AWS itself)"
+        ) from None
+    except aws.ClientError as e:
+        code, message = e.response["Error"].get("Code"), e.response["Error"].get("Message")
+        if code in AUTH_ERRORS:
+            raise UsageError(
+                f"{what}: AWS refused the credentials ({code}: {message}): "
+                f"{CREDENTIALS_HINT}, with EMR permissions"
+            ) from None
+        raise other(f"{what}: {code}: {message}") from None
+    except aws.BotoCoreError as e:  # anything else botocore reports, still one line
+        raise PropensityError(f"{what}: {e}") from None
 
 
 def build_steps(day: str, train_image: str | None = None, force: bool = False) -> list[dict]:
@@ -80,20 +128,19 @@ def emr_client():
     """An EMR client from the default credential chain (honours AWS_ENDPOINT_URL[_EMR])."""
     import boto3
 
-    return boto3.client("emr")
+    with aws_errors("EMR client"):
+        return boto3.client("emr")
 
 
 def submit(client, cluster_id: str, steps: list[dict]) -> list[str]:
     """Add the steps to a running cluster; their ids, in order."""
-    from botocore.exceptions import ClientError
-
-    try:
+    # A cluster EMR does not know (or refuses to describe) is missing input (exit 3).
+    with aws_errors(f"EMR cluster {cluster_id}", other=MissingInput):
         state = client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"]
-    except ClientError as e:
-        raise MissingInput(f"EMR cluster {cluster_id}: {e.response['Error']['Message']}") from None
     if state.startswith("TERMINAT"):
         raise UsageError(f"EMR cluster {cluster_id} is {state}: start a cluster and submit to it")
-    ids = client.add_job_flow_steps(JobFlowId=cluster_id, Steps=steps)["StepIds"]
+    with aws_errors(f"EMR cluster {cluster_id}: adding steps"):
+        ids = client.add_job_flow_steps(JobFlowId=cluster_id, Steps=steps)["StepIds"]
     log.info(kv(event="emr_steps_added", cluster=cluster_id, steps=",".join(ids)))
     return ids
 
@@ -109,7 +156,8 @@ class StepState:
 def states(client, cluster_id: str, step_ids: list[str]) -> list[StepState]:
     out = []
     for sid in step_ids:
-        s = client.describe_step(ClusterId=cluster_id, StepId=sid)["Step"]
+        with aws_errors(f"EMR cluster {cluster_id}: step {sid}"):
+            s = client.describe_step(ClusterId=cluster_id, StepId=sid)["Step"]
         status = s["Status"]
         failure = status.get("FailureDetails") or {}
         reason = failure.get("Message") or failure.get("Reason") or ""

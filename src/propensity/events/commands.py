@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -26,12 +26,14 @@ def generate(
         ),
     ],
     days: Annotated[
-        int, typer.Option("--days", help="Number of daily partitions.", show_default=False)
+        int,
+        typer.Option("--days", metavar="N", help="Number of daily partitions.", show_default=False),
     ],
     profiles: Annotated[
         int,
         typer.Option(
             "--profiles",
+            metavar="N",
             help="Profiles in the shop (about 1.4 records per profile and day: 470000 x 30 days = 20M).",
             show_default=False,
         ),
@@ -40,23 +42,30 @@ def generate(
         str | None,
         typer.Option(
             "--out",
+            metavar="URI",
             help="Output folder or s3:// URI (default: the config's events location).",
             show_default=False,
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same bytes.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Random seed: same seed, same bytes.")
+    ] = 0,
     fmt: Annotated[
-        str, typer.Option("--format", help="jsonl (gzip JSON lines) or parquet.")
+        Literal["jsonl", "parquet"],
+        typer.Option("--format", metavar="jsonl|parquet",
+                     help="jsonl (gzip JSON lines) or parquet."),
     ] = "jsonl",
     bad_share: Annotated[
         float,
-        typer.Option("--bad-share", help="Share of malformed records to inject, in [0, 0.5)."),
+        typer.Option("--bad-share", metavar="SHARE",
+                     help="Share of malformed records to inject, in [0, 0.5)."),
     ] = 0.0,
     faults: Annotated[
         list[str] | None,
         typer.Option(
             "--fault",
-            help="Plant a fault from a day on, KIND[:ARG]@YYYY-MM-DD (repeatable): "
+            metavar="KIND[:ARG]@YYYY-MM-DD",
+            help="Plant a fault from a day on (repeatable): "
             "outage[:TYPE] (the type stops being tracked; default add_to_cart), cents[:FACTOR] "
             "(prices x100), rename[:FIELD] (the field arrives renamed, so null; default price), "
             "order_rate[:FACTOR] (behaviour shift; default 0.25). See docs/generate.md.",
@@ -71,6 +80,8 @@ def generate(
     Writes OUT/dt=YYYY-MM-DD/part-NNNNN.jsonl.gz (or .parquet), then _SUCCESS, per day; and the true order probabilities per profile and day under OUT/_truth/dt=YYYY-MM-DD/ (one column p_<target> per order target of the config, on its categories, brands, articles or minimum price where it names them; then p_<target>_observable), plus OUT/_truth/generator.json. Re-running a day replaces it. Same seed and options give byte-identical files.
 
     Exit codes: 0 ok, 1 storage failure, 2 bad option or config.
+
+    Example: propensity generate --out data/events --start 2026-01-01 --days 21 --profiles 2000
     """
 
     cfg = load(config, sets)

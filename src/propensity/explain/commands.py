@@ -23,54 +23,57 @@ def explain(
     day: DateOption,
     profile: Annotated[
         Optional[str],
-        typer.Option("--profile", "-p", show_default=False,
+        typer.Option("--profile", "-p", show_default=False, metavar="ID",
                      help="Raw profile id; pseudonymised with the configured key before lookup "
                           "and never printed."),
     ] = None,
     top: Annotated[
         Optional[int],
-        typer.Option("--top", min=1, show_default=False,
+        typer.Option("--top", min=1, show_default=False, metavar="N",
                      help="Explain the N highest-scored profiles of predictions(D) instead."),
     ] = None,
     summary: Annotated[
         Optional[int],
-        typer.Option("--summary", min=1, show_default=False,
+        typer.Option("--summary", min=1, show_default=False, metavar="N",
                      help="Global attribution summary over N sampled profiles of histories(D): "
                           "mean |contribution| and mean contribution by event type and recency."),
     ] = None,
     pseudonymised: Annotated[
         bool,
         typer.Option("--pseudonymised",
-                     help="--profile is already a pseudonymised id (as in predictions files)."),
+                     help="--profile is already a pseudonymised id (as in predictions files), or "
+                          "a unique prefix of one (as --top prints it; implied by a trailing …)."),
     ] = False,
     target: Annotated[
         Optional[str],
-        typer.Option("--target", "-t", show_default=False,
+        typer.Option("--target", "-t", show_default=False, metavar="TARGET",
                      help="Target to explain (default: the model's first)."),
     ] = None,
     version: Annotated[
         Optional[str],
-        typer.Option("--version", show_default=False,
+        typer.Option("--version", show_default=False, metavar="VERSION",
                      help="Model version (default: the champion; with --top, the version that "
                           "scored predictions(D))."),
     ] = None,
     json_out: Annotated[
         Optional[str],
-        typer.Option("--json", show_default=False,
+        typer.Option("--json", show_default=False, metavar="URI",
                      help="Write the explanation as JSON (path or URI)."),
     ] = None,
     html_out: Annotated[
         Optional[str],
-        typer.Option("--html", show_default=False, help="Write an HTML page with plot and table."),
+        typer.Option("--html", show_default=False, metavar="URI",
+                     help="Write an HTML page with plot and table."),
     ] = None,
     png_out: Annotated[
         Optional[str],
-        typer.Option("--png", show_default=False, help="Write the plot as PNG."),
+        typer.Option("--png", show_default=False, metavar="URI", help="Write the plot as PNG."),
     ] = None,
     steps: Annotated[
         int,
-        typer.Option("--steps", min=4, help="Integrated-gradients steps to start from (refined "
-                                            "until contributions sum to the prediction change)."),
+        typer.Option("--steps", min=4, metavar="N",
+                     help="Integrated-gradients steps to start from (refined until contributions "
+                          "sum to the prediction change)."),
     ] = 64,
     leave_one_out: Annotated[
         bool,
@@ -87,10 +90,14 @@ def explain(
     per-event inputs against an all-zero baseline (contributions sum to prediction minus
     f(baseline); the gap is shown), and optionally the leave-one-out change. --json, --html and
     --png write the same explanation for machines and people. Only pseudonymised ids are shown.
-    --top N explains the N highest-scored profiles of predictions(D); --summary N summarises
+    --top N explains the N highest-scored profiles of predictions(D) (explain one of them with
+    --pseudonymised --profile and the id prefix it shows); --summary N summarises
     which event types and recencies drive the predictions of N sampled profiles.
-    Exit codes: 0 done, 2 bad options or --target, 3 histories(D), predictions(D) (--top), the
-    model or the profile missing, 4 malformed histories or a tampered model file.
+    Exit codes: 0 done, 2 bad options or --target, or an id prefix that several ids start with,
+    3 histories(D), predictions(D) (--top), the model or the profile missing, 4 malformed
+    histories or a tampered model file.
+
+    Example: propensity explain --date 2026-01-20 --top 5 --html top5.html
     """
     from rich.console import Console
 
@@ -116,8 +123,10 @@ def explain(
         figure = functools.partial(summary_render.summary_figure, document)
         count = document["profiles"]
     else:
-        if profile is not None:
-            ids = [profile if pseudonymised else pseudonymise([profile], cfg.pseudonym_key())[0]]
+        if profile is not None and (pseudonymised or profile.endswith(lookup.CUT)):
+            ids = [lookup.resolve_prefix(cfg, day, profile)]  # as --top or a predictions file shows it
+        elif profile is not None:
+            ids = [pseudonymise([profile], cfg.pseudonym_key())[0]]
         else:
             target, best = lookup.top_predictions(cfg, day, target, top)
             versions = sorted({b["model_version"] for b in best})

@@ -30,14 +30,20 @@ def _id_column(pf: pq.ParquetFile, uri: str) -> int:
     raise BadInput(f"{uri}: histories column 'profile_id' is missing")
 
 
-def _may_hold(pf: pq.ParquetFile, group: int, column: int, ids: list[str]) -> bool:
+def _id_range(pf: pq.ParquetFile, group: int, column: int) -> tuple[str, str] | None:
+    """(min, max) id of a row group from its statistics; None when it has none."""
     stats = pf.metadata.row_group(group).column(column).statistics
     if stats is None or not stats.has_min_max:
-        return True
+        return None
     lo, hi = stats.min, stats.max
     if isinstance(lo, bytes):
         lo, hi = lo.decode("utf-8", "replace"), hi.decode("utf-8", "replace")
-    return any(lo <= i <= hi for i in ids)
+    return lo, hi
+
+
+def _may_hold(pf: pq.ParquetFile, group: int, column: int, ids: list[str]) -> bool:
+    bounds = _id_range(pf, group, column)
+    return bounds is None or any(bounds[0] <= i <= bounds[1] for i in ids)
 
 
 def find_histories(cfg: Config, day: dt.date, stored_ids: list[str]) -> pa.Table:
@@ -70,6 +76,50 @@ def find_histories(cfg: Config, day: dt.date, stored_ids: list[str]) -> pa.Table
     order = {pid: i for i, pid in enumerate(stored_ids)}
     keys = [order[pid] for pid in table.column("profile_id").to_pylist()]
     return table.take(np.argsort(keys, kind="stable"))
+
+
+CUT = "…"  # how tables end a cut id (explain --top), so a copied prefix may end with it
+_HEX = set("0123456789abcdef")
+
+
+def _may_start_with(pf: pq.ParquetFile, group: int, column: int, prefix: str) -> bool:
+    bounds = _id_range(pf, group, column)
+    if bounds is None:
+        return True
+    lo, hi = bounds
+    # Ids that start with the prefix sort from the prefix itself up to the end of its range.
+    return hi >= prefix and (lo <= prefix or lo.startswith(prefix))
+
+
+def resolve_prefix(cfg: Config, day: dt.date, given: str) -> str:
+    """The one pseudonymised id of histories(D) that starts with `given` (a whole id, or a prefix
+    as `explain --top` prints it, trailing ellipsis allowed). UsageError (exit 2) when it is not
+    hex or several ids start with it, MissingInput (exit 3) when none does."""
+    prefix = given.strip().removesuffix(CUT).removesuffix("...")
+    if not prefix or not set(prefix) <= _HEX:
+        raise UsageError(f"--profile {given!r} with --pseudonymised: expected a pseudonymised id "
+                         "or a prefix of one (lowercase hex, as explain --top prints it)")
+    matches: set[str] = set()
+    for uri in storage.parquet_files(storage.partition(cfg.uri("histories"), day)):
+        pf = storage.open_parquet(uri)
+        column = _id_column(pf, uri)
+        for group in range(pf.num_row_groups):
+            if not _may_start_with(pf, group, column, prefix):
+                continue
+            ids = pf.read_row_group(group, columns=["profile_id"]).column(0)
+            hits = ids.filter(pc.starts_with(ids, prefix)).to_pylist()
+            if prefix in hits:  # a whole id is itself, whatever else it prefixes
+                return prefix
+            matches.update(hits)
+    if not matches:
+        raise MissingInput(f"--profile {prefix}: no pseudonymised id in the histories of {day} "
+                           "starts with it; check the prefix and the date")
+    if len(matches) > 1:
+        shown = ", ".join(m[: len(prefix) + 4] + "…" for m in sorted(matches)[:3])
+        raise UsageError(f"--profile {prefix}: {len(matches)} pseudonymised ids in the histories "
+                         f"of {day} start with it ({shown}{', ...' if len(matches) > 3 else ''}); "
+                         "give more characters")
+    return matches.pop()
 
 
 def top_predictions(cfg: Config, day: dt.date, target: str | None, n: int) -> tuple[str, list[dict]]:

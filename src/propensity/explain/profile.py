@@ -146,7 +146,8 @@ def explain_ids(
         raise MissingInput(
             f"profile {short(missing[0])} (pseudonymised) is not in the histories of {day} "
             f"({len(missing)} of {len(stored_ids)} not found); check the id, the date and the "
-            "pseudonymisation key"
+            "pseudonymisation key (an id from explain --top or a predictions file is already "
+            "pseudonymised: pass it, or a unique prefix, with --pseudonymised)"
         )
     log.info("explaining %s", kv(profiles=len(stored_ids), date=day, model=meta["version"]))
     return explain_rows(model, meta, table, day, target, steps, with_leave_one_out)

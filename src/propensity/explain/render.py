@@ -79,7 +79,10 @@ def top_table(explanations: list[dict], scores: list[float] | None = None) -> Ta
     """One line per explained profile: prediction, baseline, the strongest events."""
     first = explanations[0]
     table = Table(title=f"top {len(explanations)} · {first['date']} · model "
-                        f"{first['model_version']} · {first['target']}")
+                        f"{first['model_version']} · {first['target']}",
+                  caption=f"profile: pseudonymised id prefix; explain one with propensity explain "
+                          f"--date {first['date']} --pseudonymised --profile PREFIX",
+                  caption_justify="left")
     for col in ["rank", "profile", "prediction", "f(baseline)", "events", "strongest events",
                 "gap"]:
         table.add_column(col)

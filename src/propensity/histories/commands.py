@@ -35,6 +35,8 @@ def aggregate(
     histories/dt=D (Parquet, _summary.json, _SUCCESS) and quarantine/dt=D (bad records with
     their reason). Exit codes: 0 ok, 2 bad option/config, 3 missing or unmarked input
     partition (or D-1 snapshot), 4 too many bad records (nothing written).
+
+    Example: propensity aggregate --date 2026-01-20
     """
     cfg = load(config, sets)
     if full and bootstrap:

@@ -36,6 +36,8 @@ def monitor(
     reported unless --fail-on-drift), 3 predictions(D) or the model's reference missing,
     11 drift or DATA-QUALITY alert (named in the message), 12 quality alert (12 wins when
     several fire, then data quality).
+
+    Example: propensity monitor --date 2026-01-20 --fail-on-drift
     """
     # Deferred: the job imports torch (the report's attribution), so `propensity --help` stays fast.
     from propensity.monitoring.job import HTML, run_monitor

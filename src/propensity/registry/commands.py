@@ -17,11 +17,14 @@ from propensity.registry import store
 app = typer.Typer(help="List, inspect, promote and roll back model versions.", no_args_is_help=True)
 
 ReasonOption = Annotated[
-    str, typer.Option("--reason", "-r", help="Why the pointer moves (kept in champion.json).")
+    str,
+    typer.Option("--reason", "-r", metavar="TEXT",
+                 help="Why the pointer moves (kept in champion.json)."),
 ]
 ByOption = Annotated[
     Optional[str],
-    typer.Option("--by", help="Who moves the pointer (default: $USER).", show_default=False),
+    typer.Option("--by", metavar="NAME", show_default=False,
+                 help="Who moves the pointer (default: $USER)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -41,7 +44,10 @@ def _auc_text(meta: dict) -> str:
 def list_versions(
     as_json: JsonOption = False, config: ConfigOption = None, sets: SetOption = None
 ) -> None:
-    """List model versions with dates, metrics and gate decisions (* = champion)."""
+    """List model versions with dates, metrics and gate decisions (* = champion).
+
+    Example: propensity models list --json
+    """
     from rich.table import Table
 
     cfg = load(config, sets)
@@ -66,33 +72,50 @@ def list_versions(
     _stdout().print(table)
 
 
-def _summary_table(meta: dict):
-    """What people look for in a model.json: data, metrics against baseline and champion, the
-    gate's decision and its reasons."""
+def _dates(pairs: list[dict], key: str) -> str:
+    days = sorted(p[key] for p in pairs if p.get(key))
+    if not days:
+        return "n/a"
+    return days[0] if days[0] == days[-1] else f"{days[0]} .. {days[-1]}"
+
+
+def _summary_table(meta: dict, champion: str | None):
+    """What people look for in a model.json, one row each: data dates, metrics against the
+    baseline and the champion of the day, the gate's decision and reasons, parent, status."""
     from rich.table import Table
+    from rich.text import Text
 
     gate = meta.get("gate") or {}
     data = meta.get("data") or {}
+    pairs = data.get("snapshot_pairs") or [{"input_date": data.get("input_date")}]
     table = Table(title=f"model {meta['version']}", show_header=False)
-    table.add_row("trained for", f"{meta.get('training_date')} (inputs {data.get('input_date')}, "
-                  f"{len(data.get('snapshot_pairs') or [1])} snapshot pairs)")
-    table.add_row("start", f"warm from {meta['parent_version']}" if meta.get("warm_start")
-                  else "cold")
-    table.add_row("examples", f"{data.get('train_examples')} train, "
-                  f"{data.get('validation_examples')} validation, "
-                  f"{data.get('gate_examples', data.get('validation_examples'))} gate rows")
-    table.add_row("gate", f"{gate.get('decision', 'not gated')}"
-                  + "".join(f"\n{r}" for r in gate.get("reasons", [])))
+
+    def row(label: str, value: str) -> None:
+        table.add_row(label, Text(value))  # plain text: "[low, high]" is not rich markup
+
+    row("status", "champion" if meta["version"] == champion
+        else f"not the champion ({champion or 'none'} is)")
+    row("trained for", str(meta.get("training_date")))
+    row("data", f"inputs {_dates(pairs, 'input_date')}, labels "
+        f"{_dates(pairs, 'label_date')} ({len(pairs)} snapshot pairs)")
+    row("examples", f"{data.get('train_examples')} train, "
+        f"{data.get('validation_examples')} validation, "
+        f"{data.get('gate_examples', data.get('validation_examples'))} gate rows")
+    row("parent", f"{meta['parent_version']} (warm start)" if meta.get("warm_start")
+        else "none (cold start)")
+    row("gate", f"{gate.get('decision', 'not gated')}"
+        + "".join(f"\n{r}" for r in gate.get("reasons", [])))
+    row("champion then", str(gate.get("champion_version") or "none"))
     base = (meta.get("baseline") or {}).get("metrics", {})
     for target, m in (meta.get("metrics") or {}).items():
-        line = f"AUROC {_num(m.get('auroc'))}, AP {_num(m.get('average_precision'))}, " \
-               f"baseline AUROC {_num(base.get(target, {}).get('auroc'))}"
+        line = (f"AUROC {_num(m.get('auroc'))}, AP {_num(m.get('average_precision'))}; "
+                f"baseline AUROC {_num(base.get(target, {}).get('auroc'))}")
         for against, c in (gate.get("comparisons") or {}).get(target, {}).items():
-            low, high = c["interval"]
-            line += f"\nvs {against}: {c['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
-        table.add_row(target, line)
-    table.add_row("champion then", str(gate.get("champion_version") or "none"))
-    table.add_row("created", f"{meta.get('created_at')} (code {meta.get('code_version')})")
+            low, high = c.get("interval") or (None, None)
+            line += (f"\nvs {against}: {_signed(c.get('difference'))} "
+                     f"[{_signed(low)}, {_signed(high)}]")
+        row(target, line)
+    row("created", f"{meta.get('created_at')} (code {meta.get('code_version')})")
     return table
 
 
@@ -100,28 +123,41 @@ def _num(x) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+def _signed(x) -> str:
+    return "n/a" if x is None else f"{x:+.4f}"
+
+
 @app.command("show")
 def show(
-    version: Annotated[str, typer.Argument(help="Version name, e.g. 2026-01-20.1.")],
+    version: Annotated[
+        str, typer.Argument(metavar="VERSION", help="Version name, e.g. 2026-01-20.1.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole model.json.")] = False,
     config: ConfigOption = None,
     sets: SetOption = None,
 ) -> None:
-    """Summarise a version (metrics, baseline, gate, data) and verify its weights (exit 4 if
-    tampered or truncated); --json prints the whole model.json."""
+    """Summarise a version (status, data dates, examples, parent, gate decision and reasons,
+    metrics against the baseline and the champion it was gated against) and verify its weights
+    (exit 4 if tampered or truncated; exit 3 if there is no such version); --json prints the
+    whole model.json instead of the table.
+
+    Example: propensity models show 2026-01-20.1
+    """
     cfg = load(config, sets)
     meta = store.read_metadata(cfg, version)
     if as_json:
         typer.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
     else:
-        _stdout().print(_summary_table(meta))
+        _stdout().print(_summary_table(meta, store.champion_version(cfg)))
     store.read_weights(cfg, version, meta)
     typer.echo(f"weights sha256 verified: {meta['weights']['sha256']}", err=True)
 
 
 @app.command("promote")
 def promote(
-    version: Annotated[str, typer.Argument(help="Version to make the champion.")],
+    version: Annotated[
+        str, typer.Argument(metavar="VERSION", help="Version to make the champion.")
+    ],
     reason: ReasonOption = "manual promotion",
     by: ByOption = None,
     force: Annotated[
@@ -130,7 +166,10 @@ def promote(
     config: ConfigOption = None,
     sets: SetOption = None,
 ) -> None:
-    """Make VERSION the champion (scoring uses it from the next run)."""
+    """Make VERSION the champion (scoring uses it from the next run).
+
+    Example: propensity models promote 2026-01-13.1 --reason "restore after a bad retrain"
+    """
     cfg = load(config, sets)
     move = store.promote(cfg, version, by, reason, force=force)
     before = move["from"] or "none"
@@ -145,7 +184,10 @@ def rollback(
     sets: SetOption = None,
 ) -> None:
     """Point the champion back at the previous champion: each call undoes one promotion, newest
-    first; exit 3 at the start of the promotion history."""
+    first; exit 3 at the start of the promotion history.
+
+    Example: propensity models rollback --reason "drift alert after the 2026-01-20 retrain"
+    """
     cfg = load(config, sets)
     move = store.rollback(cfg, by, reason)
     typer.echo(f"champion: {move['from']} -> {move['version']} (by {move['by']}: {reason})")

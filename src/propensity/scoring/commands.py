@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -18,16 +18,18 @@ def score(
     day: DateOption,
     workers: Annotated[
         Optional[int],
-        typer.Option("--workers", min=1, help="Local worker processes (default: scoring.workers)."),
+        typer.Option("--workers", min=1, metavar="N",
+                     help="Local worker processes (default: scoring.workers)."),
     ] = None,
     worker_index: Annotated[
         Optional[int],
-        typer.Option("--worker-index", min=0,
+        typer.Option("--worker-index", min=0, metavar="I",
                      help="Array-job mode: this worker's index (0-based); with --num-workers."),
     ] = None,
     num_workers: Annotated[
         Optional[int],
-        typer.Option("--num-workers", min=1, help="Array-job mode: number of workers."),
+        typer.Option("--num-workers", min=1, metavar="N",
+                     help="Array-job mode: number of workers."),
     ] = None,
     finalize: Annotated[
         bool,
@@ -40,8 +42,9 @@ def score(
                      help="Discard existing (partial or complete) predictions of D first."),
     ] = False,
     engine: Annotated[
-        Optional[str],
-        typer.Option("--engine", help="local or spark (default: scoring.engine)."),
+        Optional[Literal["local", "spark"]],
+        typer.Option("--engine", metavar="local|spark", show_default=False,
+                     help="CPU worker processes or a Spark job (default: scoring.engine)."),
     ] = None,
     config: ConfigOption = None,
     sets: SetOption = None,
@@ -54,12 +57,12 @@ def score(
     shards are done while others still run), 3 histories(D) or the champion missing (or, with
     --finalize, shards still missing), 4 malformed histories or partial output of another model
     version (use --restart).
+
+    Example: propensity score --date 2026-01-20 --workers 4
     """
     # Deferred: the scoring job imports torch, so that `propensity --help` stays fast.
     from propensity.scoring.run import run
 
-    if engine not in (None, "local", "spark"):
-        raise UsageError(f"--engine {engine!r}: expected local or spark")
     if workers is not None and (worker_index is not None or num_workers is not None):
         raise UsageError("--workers and --worker-index/--num-workers exclude each other")
     cfg = load(config, sets)

@@ -30,6 +30,8 @@ def train(
     Exit codes: 0 approved, 2 bad option/config or warm start impossible without --cold,
     3 missing histories partition, 4 malformed histories or tampered champion weights,
     10 gate rejected (version kept, champion unchanged).
+
+    Example: propensity train --date 2026-01-20 --set training.max_epochs=5
     """
     from propensity.training.run import train as run_train
 
