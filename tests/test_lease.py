@@ -4,6 +4,7 @@ in separate processes, and markers that name a partition's files."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from conftest import make_config
 
 from propensity import lease, storage
 from propensity.errors import ExitCode, LeaseHeld, exit_code_of
+from propensity.registry import store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -171,3 +173,13 @@ def test_a_marker_names_the_files_readers_read(root):
     storage.delete(ours)
     with pytest.raises(storage.StorageError, match="part-00000-run-a.parquet"):
         storage.read_parquet(part)
+
+
+def test_version_numbers_are_claimed_once(root):
+    cfg = make_config(root)
+    day = dt.date(2026, 1, 20)
+    # Two runs allocating before either publishes (no model.json yet) get two numbers.
+    assert [store.next_version(cfg, day) for _ in range(2)] == ["2026-01-20.1", "2026-01-20.2"]
+    claim = storage.read_json(storage.join(store.version_uri(cfg, "2026-01-20.1"), store.CLAIM))
+    assert claim["pid"] == os.getpid()
+    assert store.version_names(cfg) == []  # a claim alone is no version
