@@ -183,3 +183,31 @@ def test_version_numbers_are_claimed_once(root):
     claim = storage.read_json(storage.join(store.version_uri(cfg, "2026-01-20.1"), store.CLAIM))
     assert claim["pid"] == os.getpid()
     assert store.version_names(cfg) == []  # a claim alone is no version
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from propensity import lease
+    from propensity.config import load_config
+    cfg = load_config(overrides=[f"storage.root={sys.argv[1]}"])
+    with lease.acquire(cfg, "train", "dt=2026-01-20"):
+        print("held", flush=True)
+        time.sleep(120)
+""")
+
+
+def test_a_holder_killed_on_this_host_is_taken_over_at_once(tmp_path, caplog):
+    cfg = make_config(tmp_path)  # stale only after 600 s
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    with (
+        pytest.raises(LeaseHeld, match=f"pid {holder.pid}"),
+        lease.acquire(cfg, "train", "dt=2026-01-20"),
+    ):
+        pass
+    holder.kill()
+    holder.wait()
+    with lease.acquire(cfg, "train", "dt=2026-01-20") as taker:
+        assert taker.record["took_over"]["pid"] == holder.pid
+        assert "its process is gone from this host" in caplog.text

@@ -11,7 +11,9 @@ exactly one wins, also when both take over the same stale lease. The record name
 (host, pid, start time, command line, run id); its heartbeat is the object's modification time,
 renewed by a daemon thread every `lease.stale_after_s / 4`. A lease not renewed for
 `lease.stale_after_s` (its holder was killed or hangs) is taken over by the next run, which logs
-the old holder. A holder checks its lease (`Lease.check`) before it publishes anything: a run
+the old holder; so is, at once, a lease whose holder ran on this very host (same host name and
+boot id) in a process that no longer exists, so that a run killed on a cron host does not block
+the next one for `stale_after_s`. A holder checks its lease (`Lease.check`) before it publishes anything: a run
 whose lease was taken over, or that could not renew it in time, stops with `LeaseHeld` (exit 13)
 instead of mixing its output with the new holder's. Release deletes the run's lease object.
 """
@@ -76,6 +78,32 @@ def _read(uri: str) -> tuple[dict, float] | None:
     except json.JSONDecodeError:
         record = {}  # hand-edited or foreign: still a lease, its holder unknown
     return (record if isinstance(record, dict) else {}), heartbeat
+
+
+def _boot_id() -> str | None:
+    """This kernel's boot id (Linux), which tells this host from another of the same name."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _gone_here(record: dict) -> bool:
+    """Whether the holder ran on this host (name and boot) in a process that no longer exists.
+    Anything unsure (another host, no boot id, a pid that is alive or not ours) says no."""
+    pid, boot = record.get("pid"), _boot_id()
+    if not (boot and record.get("boot_id") == boot and record.get("host") == socket.gethostname()):
+        return False
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # e.g. another user's live process
+    return False
 
 
 def describe(record: dict) -> str:
@@ -167,6 +195,7 @@ def _holder(stage: str, key: str, gen: int, stale: float, previous: dict | None)
         "generation": gen,
         "run_id": uuid.uuid4().hex,
         "host": socket.gethostname(),
+        "boot_id": _boot_id(),
         "pid": os.getpid(),
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv)),
@@ -187,9 +216,11 @@ def _take(base: str, stage: str, key: str, stale: float) -> Lease:
                 continue  # released meanwhile: look again
             record, heartbeat = held
             age = time.time() - heartbeat
-            if age <= stale:
+            gone = _gone_here(record)
+            if age <= stale and not gone:
                 raise LeaseHeld(_held_message(stage, key, top, record, age, stale))
-            previous = {**record, "uri": top, "heartbeat_age_s": round(age, 1)}
+            why = "its process is gone from this host" if gone else f"not renewed for {age:.0f} s"
+            previous = {**record, "uri": top, "heartbeat_age_s": round(age, 1), "why": why}
         gen = gens[-1] + 1 if gens else 1
         record = _holder(stage, key, gen, stale, previous)
         uri = _gen_uri(base, gen)
@@ -198,8 +229,7 @@ def _take(base: str, stage: str, key: str, stale: float) -> Lease:
             if previous:
                 log.warning(
                     "stale lease taken over %s",
-                    kv(lease=uri, stale_for_s=previous["heartbeat_age_s"],
-                       old_holder=describe(previous)),
+                    kv(lease=uri, why=previous["why"], old_holder=describe(previous)),
                 )  # fmt: skip
                 for g in gens:  # the older generations are dead: tidy them away
                     storage.delete(_gen_uri(base, g))
