@@ -220,7 +220,8 @@ def _take(base: str, stage: str, key: str, stale: float) -> Lease:
             if age <= stale and not gone:
                 raise LeaseHeld(_held_message(stage, key, top, record, age, stale))
             why = "its process is gone from this host" if gone else f"not renewed for {age:.0f} s"
-            previous = {**record, "uri": top, "heartbeat_age_s": round(age, 1), "why": why}
+            older = {k: v for k, v in record.items() if k != "took_over"}  # no growing chain
+            previous = {**older, "uri": top, "heartbeat_age_s": round(age, 1), "why": why}
         gen = gens[-1] + 1 if gens else 1
         record = _holder(stage, key, gen, stale, previous)
         uri = _gen_uri(base, gen)
