@@ -273,6 +273,16 @@ class SparkConfig(_Section):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
+class LeaseConfig(_Section):
+    # A lease whose holder has not renewed it for this long is taken over by the next run (the
+    # holder renews every quarter of it, so only a dead or hung run goes stale).
+    stale_after_s: float = Field(600, gt=0)
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.stale_after_s / 4
+
+
 class Config(_Section):
     storage: StorageConfig = StorageConfig()
     events: EventsConfig = EventsConfig()
@@ -286,6 +296,7 @@ class Config(_Section):
     monitoring: MonitoringConfig = MonitoringConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     spark: SparkConfig = SparkConfig()
+    lease: LeaseConfig = LeaseConfig()
     source: str = Field(EMBEDDED, exclude=True)  # where it was loaded from, for messages
 
     @field_validator("targets")

@@ -14,6 +14,8 @@ command line and the daily cycle turn any error into a code.
 | 10 | gate rejected: the candidate model was not promoted (the champion is unchanged) |
 | 11 | drift alert: a monitoring check failed and `--fail-on-drift` was given |
 | 12 | quality alert: realised AUC dropped beyond the threshold (`--fail-on-drift`) |
+| 13 | lease held: another run of the same stage and day is running (names it); or this run's  |
+|    | lease was taken over while it ran, so it stopped before publishing                      |
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class ExitCode(IntEnum):
     GATE_REJECTED = 10
     DRIFT_ALERT = 11
     QUALITY_ALERT = 12
+    LEASE_HELD = 13
 
 
 class PropensityError(Exception):
@@ -62,6 +65,13 @@ class DataQualityAlert(PropensityError):
 
 class QualityAlert(PropensityError):
     exit_code = ExitCode.QUALITY_ALERT
+
+
+class LeaseHeld(PropensityError):
+    """Another run holds the lease on this stage's output (or took this run's over): nothing of
+    this run was published."""
+
+    exit_code = ExitCode.LEASE_HELD
 
 
 def exit_code_of(err: BaseException) -> ExitCode:

@@ -8,6 +8,8 @@ Each step first looks at what already exists and skips itself when its output is
              promoted a new champion);
 - monitor:   reports(D) is complete.
 So a day that failed half-way is simply run again. `--force` redoes the steps that would run.
+A day runs under the lease `daily/dt=D` (each step also takes its stage's own), so two `daily`
+of one day never interleave steps: the second refuses (exit 13) before any step.
 
 A run record (JSON) per day goes to `<reports>/runs/<D>-<UTC start>.json`.
 """
@@ -21,7 +23,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from propensity import storage
+from propensity import lease, storage
 from propensity.config import Config
 from propensity.cycle import stages
 from propensity.errors import ExitCode, PropensityError, exit_code_of
@@ -147,7 +149,13 @@ STEP_FUNCS: dict[str, Callable] = {
 
 
 def run_day(cfg: Config, day: dt.date, force: bool = False, only: tuple[str, ...] = STEPS) -> DayRun:
-    """Run the steps of one day in order; stop at the first failure. Writes the run record."""
+    """Run the steps of one day in order under the day's lease; stop at the first failure.
+    Writes the run record. LeaseHeld (exit 13) when another `daily` of the day holds it."""
+    with lease.acquire(cfg, "daily", lease.day_key(day)):
+        return _run_day(cfg, day, force, only)
+
+
+def _run_day(cfg: Config, day: dt.date, force: bool, only: tuple[str, ...]) -> DayRun:
     started = _now()
     run = DayRun(day=day.isoformat(), started_at=started.isoformat(timespec="seconds"))
     run.steps = [Step(name) for name in STEPS if name in only]

@@ -1,9 +1,11 @@
 """`aggregate` as extract -> transform -> load: the I/O around `transform`.
 
 One run writes `histories/dt=D/` (Parquet, `_summary.json`, `_SUCCESS` last) and
-`quarantine/dt=D/` (Parquet of raw text, reason, source file; `_SUCCESS`). Both markers are
+`quarantine/dt=D/` (Parquet of raw text, reason, source file; `_SUCCESS`). It holds the lease
+`aggregate/dt=D` for the whole run (a second run of the day refuses, exit 13). Both markers are
 removed before anything is rewritten, so a crashed or running job never leaves a partition a
-reader would accept.
+reader would accept, and each marker lists the Parquet files this run wrote: the partition's
+content, whatever else a crashed run left in the folder.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from rich.table import Table
 
-from propensity import storage
+from propensity import lease, storage
 from propensity.config import Config
 from propensity.errors import BadInput, MissingInput
 from propensity.histories import transform
@@ -146,8 +148,14 @@ class Validated:
 
 
 def run(spark: SparkSession, cfg: Config, day: dt.date | str, mode: Mode = "incremental") -> dict:
-    """Aggregate one day; returns the summary also written to `_summary.json`."""
+    """Aggregate one day under its lease; returns the summary also written to `_summary.json`.
+    LeaseHeld (exit 13) when another run of the day holds the lease."""
     day = storage.as_date(day)
+    with lease.acquire(cfg, "aggregate", lease.day_key(day)) as held:
+        return _run(spark, cfg, day, mode, held)
+
+
+def _run(spark: SparkSession, cfg: Config, day: dt.date, mode: Mode, held: lease.Lease) -> dict:
     stage = _Stages()
     out = storage.partition(cfg.uri("histories"), day)
     quarantine = storage.partition(cfg.uri("quarantine"), day)
@@ -171,9 +179,12 @@ def run(spark: SparkSession, cfg: Config, day: dt.date | str, mode: Mode = "incr
     finally:
         checked.events.unpersist()
     summary = summarise(cfg, day, mode, days, bool(previous_files), checked, stats, stage.seconds)
+    held.check()  # a run whose lease was taken over publishes nothing
     storage.write_json(storage.join(out, SUMMARY_NAME), summary)
-    storage.mark_complete(quarantine)
-    storage.mark_complete(out)
+    # Spark's overwrite emptied each folder first and the lease kept other runs out, so the
+    # Parquet files there now are this run's: the markers name them.
+    storage.mark_complete(quarantine, storage.list_files(quarantine, suffix=".parquet"))
+    storage.mark_complete(out, storage.list_files(out, suffix=".parquet"))
     log.info(kv(date=day, mode=mode, **{k: v for k, v in summary.items() if isinstance(v, int)}))
     return summary
 

@@ -2,7 +2,8 @@
 
 Reads predictions(D)'s manifest, the model version's reference statistics, the aggregation's run
 summary of D and, for D-H, the matured labels; writes reports/dt=D/monitoring.json (machines),
-report.html (people), then _SUCCESS. `propensity monitor` and the daily cycle call `run_monitor`.
+report.html (people), then _SUCCESS, holding the lease `monitor/dt=D` (a second run of the day
+refuses, exit 13). `propensity monitor` and the daily cycle call `run_monitor`.
 
 The reference is the validation rows of every snapshot pair of the version's training, one
 summary per day (`by_day`). Drift is checked against the reference's days of D's weekday (the
@@ -18,7 +19,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from propensity import storage
+from propensity import lease, storage
 from propensity.attribution.render import summary_html
 from propensity.attribution.summary import global_summary
 from propensity.config import Config
@@ -68,7 +69,13 @@ def _trend(cfg: Config, day: dt.date, today: dict) -> list[dict]:
 
 
 def run_monitor(cfg: Config, day: dt.date) -> dict[str, Any]:
-    """Compute every check for D, write monitoring.json, report.html and the marker."""
+    """Compute every check for D, write monitoring.json, report.html and the marker, under the
+    lease `monitor/dt=D`."""
+    with lease.acquire(cfg, "monitor", lease.day_key(day)) as held:
+        return _run_monitor(cfg, day, held)
+
+
+def _run_monitor(cfg: Config, day: dt.date, held: lease.Lease) -> dict[str, Any]:
     predictions = storage.partition(cfg.uri("predictions"), day)
     storage.require_complete(predictions)
     manifest = read_manifest(predictions)
@@ -114,6 +121,7 @@ def run_monitor(cfg: Config, day: dt.date) -> dict[str, Any]:
         result["attribution"] = attribution
         attribution_html = summary_html(attribution)
     out = storage.partition(cfg.uri("reports"), day)
+    held.check()  # a run whose lease was taken over writes nothing
     storage.delete(storage.join(out, storage.MARKER))  # a rerun: incomplete until rewritten
     page = report.render(result, current, against, _trend(cfg, day, result), attribution_html)
     storage.write_json(storage.join(out, RESULT), result)

@@ -5,6 +5,8 @@ Layout (any storage URI, local or S3):
     models/<name>/<version>/reference.json        input and score statistics on the validation set
     models/<name>/<version>/model.json            metadata, written LAST: a version is complete
                                                   only when it exists
+    models/<name>/<version>/_claim.json           who took the version number (atomic create,
+                                                  written FIRST): a number is never given twice
     models/<name>/champion.json                   {"version": ..., "history": [moves]}
 
 Versions are named `<training date>.<n>` (e.g. `2026-01-20.1`, n counts runs of that date).
@@ -17,8 +19,10 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import hashlib
+import json
 import os
 import re
+import socket
 
 from propensity import storage
 from propensity.config import Config, ModelConfig
@@ -28,6 +32,8 @@ WEIGHTS = "weights.safetensors"
 METADATA = "model.json"
 REFERENCE = "reference.json"
 CHAMPION = "champion.json"
+CLAIM = "_claim.json"
+_MAX_CLAIMS = 1000  # version numbers tried before giving up (a runaway, not contention)
 _VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(\d+)$")
 
 
@@ -57,8 +63,9 @@ def version_names(cfg: Config) -> list[str]:
 
 
 def next_version(cfg: Config, day: dt.date) -> str:
-    """A fresh version name for a training run of `day`: `<day>.<n>`, n one above any folder
-    of that day (complete or not, so a crashed run's leftovers are never reused)."""
+    """Claim a fresh version name for a training run of `day`: `<day>.<n>`, n above any folder
+    of that day (complete or not, so a crashed run's leftovers are never reused), taken by the
+    atomic create of its `_claim.json`: two runs publishing at once get two numbers."""
     base = root(cfg)
     used = [0]
     for uri in storage.list_files(base, recursive=True):
@@ -66,7 +73,15 @@ def next_version(cfg: Config, day: dt.date) -> str:
         m = _VERSION.match(first)
         if m and m.group(1) == day.isoformat():
             used.append(int(m.group(2)))
-    return f"{day.isoformat()}.{max(used) + 1}"
+    claim = {"claimed_at": _now(), "host": socket.gethostname(), "pid": os.getpid()}
+    body = (json.dumps(claim, sort_keys=True) + "\n").encode()
+    for n in range(max(used) + 1, max(used) + 1 + _MAX_CLAIMS):
+        version = f"{day.isoformat()}.{n}"
+        # A folder holding only a claim (its run is publishing) is hidden from the listing
+        # above: the create fails there and the next number is tried.
+        if storage.create_exclusive(storage.join(version_uri(cfg, version), CLAIM), body):
+            return version
+    raise RuntimeError(f"{base}: no free version number for {day} after {_MAX_CLAIMS} tries")
 
 
 def read_metadata(cfg: Config, version: str) -> dict:

@@ -8,7 +8,9 @@ Run modes (all write the same layout, see `scoring.layout`):
 - Spark (`--engine spark`): the driver broadcasts the model's weights, executors score shards.
 
 Every mode pins the model version chosen at the start: workers load that version, not "the
-champion", so a promotion during a run cannot mix two models in one partition.
+champion", so a promotion during a run cannot mix two models in one partition. A run holds the
+lease `score/dt=D` (an array worker `score/dt=D/worker-<i>-of-<n>`: the workers of one array
+run side by side, a double-fired worker refuses), exit 13 when another run holds it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import torch
 
-from propensity import storage
+from propensity import lease, storage
 from propensity.config import Config
 from propensity.errors import PropensityError, UsageError
 from propensity.predictions import read_manifest
@@ -125,6 +127,15 @@ def run(
         )
     if array and engine == "spark":
         raise UsageError("--worker-index is for local array jobs, not --engine spark")
+    key = lease.day_key(day) + (f"/worker-{worker_index}-of-{num_workers}" if array else "")
+    with lease.acquire(cfg, "score", key) as held:
+        return _run(cfg, day, workers, (worker_index, num_workers) if array else None,
+                    finalize_only, restart, engine, held)
+
+
+def _run(cfg: Config, day: dt.date, workers: int | None, array: tuple[int, int] | None,
+         finalize_only: bool, restart: bool, engine: str, held: lease.Lease) -> dict | None:
+    """`run` under the lease; `array` is (worker index, number of workers) of an array job."""
     started = time.perf_counter()
 
     histories = storage.partition(cfg.uri("histories"), day)
@@ -140,9 +151,11 @@ def run(
         return read_manifest(out)
     extra = {"engine": engine}
     if finalize_only:
+        held.check()
         return layout.finalize(out, plan, ref, day, extra)
 
     if array:
+        worker_index, num_workers = array
         done = layout.done_shards(out)
         mine = [s for s in layout.assign(plan, worker_index, num_workers) if s.id not in done]
         log.info("array worker %s", kv(index=worker_index, of=num_workers, shards=len(mine)))
@@ -151,6 +164,7 @@ def run(
         if layout.missing(out, plan):
             log.info("other workers still have shards to score; the last one finalizes")
             return None
+        held.check()
         return layout.finalize(out, plan, ref, day, extra)
 
     todo = layout.missing(out, plan)
@@ -168,4 +182,5 @@ def run(
             _set_threads(cfg, 1)
             score_shards(cfg, day, out, todo, model, meta, worker="0")
     extra["wall_seconds"] = round(time.perf_counter() - started, 3)
+    held.check()  # a run whose lease was taken over publishes nothing
     return layout.finalize(out, plan, ref, day, extra)

@@ -3,7 +3,8 @@
 1. examples: histories(D-H) inputs, labels from histories(D), hash split;
 2. start: warm from the champion when the architecture matches (training.warm_epochs), else
    cold (training.max_epochs; a mismatching champion requires --cold);
-3. fit with Lightning (resumable from the local work folder), keep the best epoch by val loss;
+3. fit with Lightning (resumable from the local work folder, which the holder of the lease
+   `train/dt=D` owns: a second training of the day refuses, exit 13), keep the best epoch;
 4. gate: candidate and champion scored on the same validation examples;
 5. publish the version (weights, reference statistics, model.json last); approved -> the
    champion pointer moves; rejected -> GateRejected (exit 10), champion untouched.
@@ -24,7 +25,7 @@ import warnings
 import numpy as np
 import torch
 
-from propensity import __version__, storage
+from propensity import __version__, lease, storage
 from propensity.config import Config
 from propensity.errors import BadInput, UsageError
 from propensity.model import stats
@@ -263,13 +264,17 @@ def train(cfg: Config, day: dt.date, cold: bool = False, callbacks=()) -> dict:
 
     Raises GateRejected (exit 10) after publishing a rejected version; MissingInput /
     IncompletePartition (exit 3) when a histories partition is absent or incomplete;
-    UsageError (exit 2) when the champion cannot be warm-started and --cold was not given.
+    UsageError (exit 2) when the champion cannot be warm-started and --cold was not given;
+    LeaseHeld (exit 13) when another training of the day holds the lease `train/dt=D`.
     """
-    with torch_threads(cfg.training.threads):
-        return _train(cfg, day, cold, callbacks)
+    with (
+        lease.acquire(cfg, "train", lease.day_key(day)) as held,
+        torch_threads(cfg.training.threads),
+    ):
+        return _train(cfg, day, cold, callbacks, held)
 
 
-def _train(cfg: Config, day: dt.date, cold: bool, callbacks) -> dict:
+def _train(cfg: Config, day: dt.date, cold: bool, callbacks, held: lease.Lease) -> dict:
     import pytorch_lightning as pl
 
     examples = load_examples(cfg, day)
@@ -330,6 +335,7 @@ def _train(cfg: Config, day: dt.date, cold: bool, callbacks) -> dict:
         "warm_start": parent is not None,
         "training": fitted,
     }
+    held.check()  # a run whose lease was taken over publishes nothing
     version = store.next_version(cfg, day)
     meta = store.publish(
         cfg, version, store.weights_bytes(model), _jsonable(meta), _jsonable(reference)
