@@ -8,12 +8,13 @@ Run (by hand, not in CI):
 
 data:    `propensity generate` (Parquet) then the histories of every day the snapshot pairs
          need (`daily --only aggregate`: a full rebuild, then incremental days), D the last day.
-quality: trains with the real job (cold, every snapshot pair), then on the validation rows of
-         every pair (and separately the gate's: the freshest pair's) reports the AUROC of the LSTM, of the
+quality: trains with the real job (cold, every snapshot pair), then for each target (or
+         `--target NAME`) on the validation rows of every pair (and separately the gate's: the
+         freshest pair's) reports the AUROC of the LSTM, of the
          baseline logistic regression the gate uses, of gradient-boosted trees on the same
-         features (scikit-learn HistGradientBoosting), of the generator's truth `p_order_7d`
+         features (scikit-learn HistGradientBoosting), of the generator's truth `p_<target>`
          (knows the latent state: unreachable) and of its observable oracle
-         `p_order_7d_observable` (Bayes-optimal from what a history shows: the reachable
+         `p_<target>_observable` (Bayes-optimal from what a history shows: the reachable
          ceiling), all against the realised labels; and each model's share of the oracle's
          lift over 0.5. Prints the load average at start and end.
 speed:   histories/s of one training epoch for (a) the real trainer (Lightning, batches built
@@ -61,9 +62,10 @@ def data(args) -> None:
     daily incremental merge), in one `propensity daily --only aggregate` run."""
     from propensity.events.generate import generate_stream
 
-    cfg = config(args.dir)
+    cfg = config(args.dir, *args.set)
     t = time.perf_counter()
-    generate_stream(cfg.uri("events"), START, args.days, args.profiles, seed=1, fmt="parquet")
+    generate_stream(cfg.uri("events"), START, args.days, args.profiles, seed=1, fmt="parquet",
+                    targets=cfg.targets)
     print(f"generate: {time.perf_counter() - t:.0f} s", flush=True)
     last = START + dt.timedelta(days=args.days - 1)
     first = last - dt.timedelta(days=cfg.horizon_days + args.pairs - 1)
@@ -85,18 +87,11 @@ def load() -> str:
 def quality(args) -> None:
     """Truth, observable oracle, logistic regression, gradient-boosted trees and the LSTM, all
     on the validation rows of every snapshot pair, against realised labels."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.metrics import roc_auc_score
-
-    from propensity import storage
     from propensity.errors import PropensityError
-    from propensity.pseudonym import pseudonymise
     from propensity.registry import store
     from propensity.training import baseline
     from propensity.training.examples import load_examples
-    from propensity.training.gate import paired_auc_test, predict
+    from propensity.training.gate import predict
     from propensity.training.run import train
 
     if os.getloadavg()[0] > (os.cpu_count() or 1):
@@ -121,12 +116,58 @@ def quality(args) -> None:
     seconds = time.perf_counter() - t
 
     ex = load_examples(cfg, day)
-    j = cfg.target_names.index(args.target) if args.target else 0
-    target = cfg.targets[j]
-    y = ex.labels[:, j]
     model, _ = store.load_model(cfg, meta["version"])
     rows = ex.val_rows  # every pair's validation rows: ~7x the gate's, so a smaller error
-    p_lstm = predict(model, ex.encoded, rows, cfg.scoring.batch_size)[:, j]
+    p_lstm = predict(model, ex.encoded, rows, cfg.scoring.batch_size)
+    t_lr = time.perf_counter()
+    p_lr = baseline.fit_predict(ex, list(cfg.events.types), cfg.targets, rows, cfg.training.seed)
+    t_lr = time.perf_counter() - t_lr
+    wanted = [args.target] if args.target else cfg.target_names
+    result = {
+        "load_average_start": start_load,
+        "snapshot_pairs": len(ex.pairs),
+        "profiles_in_freshest_snapshot": ex.pairs[0].table.num_rows,
+        "train_examples": len(ex.train_rows),
+        "validation_examples": len(rows),
+        "gate_examples": len(ex.gate_rows),
+        "median_history_length": float(np.median(ex.encoded.lengths)),
+        "epochs_run": meta["training"]["epochs_run"],
+        "best_epoch": meta["training"]["best_epoch"],
+        "train_seconds": round(seconds, 1),
+        "logistic_regression_seconds": round(t_lr, 1),
+        "targets": {},
+    }
+    for name in wanted:
+        j = cfg.target_names.index(name)
+        result["targets"][name] = _target_quality(
+            cfg, ex, rows, cfg.targets[j], ex.labels[:, j],
+            {"lstm": p_lstm[:, j], "logistic_regression": p_lr[:, j]},
+        )
+    result["load_average_end"] = load()
+    print(json.dumps(result, indent=2))
+
+
+def _target_quality(cfg, ex, rows, target, y, scores: dict) -> dict:
+    """One target's AUROCs on the validation rows of every pair: the given scores, GBDT on the
+    baseline's features (its item block too, for a target on items), the generator's truth and
+    observable oracle; shares of the oracle's lift; paired differences of the LSTM."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+
+    from propensity import storage
+    from propensity.pseudonym import pseudonymise
+    from propensity.training import baseline
+    from propensity.training.gate import paired_auc_test
+
+    X = baseline.example_features(ex, list(cfg.events.types), target)
+    t_gb = time.perf_counter()
+    gbdt = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05,
+                                          early_stopping=True, random_state=0)
+    gbdt.fit(X[ex.train_rows], y[ex.train_rows])
+    scores = {**scores, "gbdt": gbdt.predict_proba(X[rows])[:, 1]}
+    t_gb = time.perf_counter() - t_gb
     # Truth and oracle of each pair's input day, joined through the pseudonymised ids.
     column = f"p_{target.name}"
     truth = {c: np.full(len(rows), np.nan) for c in (column, f"{column}_observable")}
@@ -143,60 +184,34 @@ def quality(args) -> None:
         ok = ~np.isnan(where.astype(float))
         for c in cols:
             truth[c][mine[ok]] = t.column(c).to_numpy()[where[ok].astype(int)]
-
-    X = baseline.example_features(ex, list(cfg.events.types), target)
-    t_lr = time.perf_counter()
-    lr = baseline.fit_predict(ex, list(cfg.events.types), cfg.targets, rows,
-                              cfg.training.seed)[:, j]
-    t_lr = time.perf_counter() - t_lr
-    t_gb = time.perf_counter()
-    gbdt = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05,
-                                          early_stopping=True, random_state=0)
-    gbdt.fit(X[ex.train_rows], y[ex.train_rows])
-    p_gb = gbdt.predict_proba(X[rows])[:, 1]
-    t_gb = time.perf_counter() - t_gb
-    scores = {"lstm": p_lstm, "logistic_regression": lr, "gbdt": p_gb}
     known = ~np.isnan(truth[column])
     for c, v in truth.items():
         if not np.isnan(v).all():
             scores[c.replace(column, "truth")] = v
     gate = np.isin(rows, ex.gate_rows)
+    yv = y[rows]
 
     def aucs(mask: np.ndarray) -> dict:
-        return {k: round(float(roc_auc_score(y[rows][mask], v[mask])), 4)
-                for k, v in scores.items()}
+        return {k: round(float(roc_auc_score(yv[mask], v[mask])), 4) for k, v in scores.items()}
 
-    every, fresh_only = aucs(known), aucs(known & gate)
+    every = aucs(known)
     ceiling = every.get("truth_observable")
-    yk = y[rows][known]
-    vs = {k: paired_auc_test(yk, scores["lstm"][known], scores[k][known])
+    vs = {k: paired_auc_test(yv[known], scores["lstm"][known], scores[k][known])
           for k in ("logistic_regression", "gbdt", "truth_observable") if k in scores}
-    result = {
+    return {
         "target": target.model_dump(exclude_none=True),
-        "load_average_start": start_load,
-        "load_average_end": load(),
-        "snapshot_pairs": len(ex.pairs),
-        "profiles_in_freshest_snapshot": ex.pairs[0].table.num_rows,
-        "train_examples": len(ex.train_rows),
-        "validation_examples": len(rows),
         "validation_examples_with_truth": int(known.sum()),
-        "gate_examples": len(ex.gate_rows),
-        "validation_positive_rate": round(float(y[rows].mean()), 4),
-        "median_history_length": float(np.median(ex.encoded.lengths)),
+        "validation_positive_rate": round(float(yv.mean()), 4),
         "auc_all_validation": every,
-        "auc_gate_rows": fresh_only,
+        "auc_gate_rows": aucs(known & gate),
         "share_of_observable_lift": (
             {k: round((every[k] - 0.5) / (ceiling - 0.5), 3)
              for k in ("lstm", "logistic_regression", "gbdt")} if ceiling else None
         ),
         "lstm_minus": {k: {"difference": round(v["difference"], 4), "se": round(v["se"], 4)}
                        for k, v in vs.items()},
-        "epochs_run": meta["training"]["epochs_run"],
-        "best_epoch": meta["training"]["best_epoch"],
-        "train_seconds": round(seconds, 1),
-        "baseline_seconds": {"logistic_regression": round(t_lr, 1), "gbdt": round(t_gb, 1)},
+        "gbdt_seconds": round(t_gb, 1),
     }
-    print(json.dumps(result, indent=2))
 
 
 def speed(args) -> None:

@@ -252,3 +252,34 @@ def test_show_summarises_a_version_and_json_prints_the_whole_record(config):
 
     missing = cli(config, "show", "2026-01-21.1")
     assert missing.exit_code == 3 and "2026-01-21.1" in missing.output
+
+
+def test_concurrent_champion_moves_lose_none(config):
+    """Four real processes promote four versions at once: champion.json's read-modify-write
+    happens under the champion lease, so the history holds all four moves."""
+    import subprocess
+    import sys
+
+    versions = [f"2026-01-2{i}.1" for i in range(5)]
+    for i, v in enumerate(versions):
+        publish_version(config, v, seed=i)
+    store.move_champion(config, versions[0], "gate", "ci", "first")
+    env_root = f"storage.root={config.storage.root}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "propensity", "models", "promote", v, "--set", env_root,
+             "--reason", "race"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for v in versions[1:]
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
+    pointer = store.read_champion(config)
+    moved = [m["version"] for m in pointer["history"][1:]]
+    assert sorted(moved) == versions[1:]
+    assert pointer["version"] == moved[-1]
+    # Each move starts from the version the previous one left: none read a stale pointer.
+    froms = [m["from"] for m in pointer["history"][1:]]
+    assert froms == [versions[0], *moved[:-1]]
+    assert not storage.list_files(storage.join(config.storage.root, "_leases"), recursive=True)

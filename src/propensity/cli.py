@@ -62,7 +62,7 @@ app = typer.Typer(
         "Predict what e-commerce consumers will do next from their event histories.\n\n"
         "Daily flow: generate (sample data) -> aggregate -> train -> score -> monitor. "
         "Exit codes: 0 ok, 1 failure, 2 usage/config, 3 missing input, 4 bad input, "
-        "10 gate rejected, 11 drift alert, 12 quality alert."
+        "10 gate rejected, 11 drift alert, 12 quality alert, 13 another run holds the lease."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -54,7 +54,8 @@ def daily(
     <reports>/runs/<date>-<UTC time>.json.
 
     Exit codes: 0 success; 10 gate rejected (scored with the old champion); 11 drift alert;
-    12 quality alert; 1/3/4 a step failed (its own code). A range stops at the first failure.
+    12 quality alert; 1/3/4 a step failed (its own code); 13 another daily run holds the day
+    (or a step's lease). A range stops at the first failure.
 
     Example: propensity daily --from 2026-01-06 --to 2026-01-20 --only aggregate --only score
     """

@@ -34,7 +34,8 @@ def aggregate(
     Reads events/dt=D (and histories/dt=D-1 unless --full or --bootstrap); writes
     histories/dt=D (Parquet, _summary.json, _SUCCESS) and quarantine/dt=D (bad records with
     their reason). Exit codes: 0 ok, 2 bad option/config, 3 missing or unmarked input
-    partition (or D-1 snapshot), 4 too many bad records (nothing written).
+    partition (or D-1 snapshot), 4 too many bad records (nothing written), 13 another run
+    holds the lease of aggregate/dt=D (the message names it).
 
     Example: propensity aggregate --date 2026-01-20
     """

@@ -35,7 +35,7 @@ def monitor(
     sizes, p-value, passed), report.html, then _SUCCESS. Exit codes: 0 written (alerts only
     reported unless --fail-on-drift), 3 predictions(D) or the model's reference missing,
     11 drift or DATA-QUALITY alert (named in the message), 12 quality alert (12 wins when
-    several fire, then data quality).
+    several fire, then data quality), 13 another run holds the lease of monitor/dt=D.
 
     Example: propensity monitor --date 2026-01-20 --fail-on-drift
     """

@@ -23,10 +23,13 @@ import json
 import os
 import re
 import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from propensity import storage
+from propensity import lease, storage
 from propensity.config import Config, ModelConfig
-from propensity.errors import BadInput, MissingInput, UsageError
+from propensity.errors import BadInput, LeaseHeld, MissingInput, UsageError
 
 WEIGHTS = "weights.safetensors"
 METADATA = "model.json"
@@ -34,6 +37,7 @@ REFERENCE = "reference.json"
 CHAMPION = "champion.json"
 CLAIM = "_claim.json"
 _MAX_CLAIMS = 1000  # version numbers tried before giving up (a runaway, not contention)
+CHAMPION_WAIT_S = 30.0  # how long a champion move waits for another one to finish
 _VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(\d+)$")
 
 
@@ -126,8 +130,35 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+@contextmanager
+def champion_lock(cfg: Config) -> Iterator[None]:
+    """Champion moves are a read-modify-write of champion.json: one mover at a time, under the
+    lease `champion/<name>`. A move takes a moment, so a second mover (a training's gate beside
+    a person's rollback) waits for the lease up to CHAMPION_WAIT_S instead of failing at once."""
+    deadline = time.monotonic() + CHAMPION_WAIT_S
+    while True:
+        held = lease.acquire(cfg, "champion", cfg.model.name)
+        try:
+            held.__enter__()
+            break
+        except LeaseHeld:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        held.__exit__(None, None, None)
+
+
 def move_champion(cfg: Config, version: str, action: str, by: str | None, reason: str) -> dict:
-    """Point the champion at `version` (one atomic write) and record who, why and from where."""
+    """Point the champion at `version` (one atomic write, under `champion_lock`) and record who,
+    why and from where."""
+    with champion_lock(cfg):
+        return _move_champion(cfg, version, action, by, reason)
+
+
+def _move_champion(cfg: Config, version: str, action: str, by: str | None, reason: str) -> dict:
     read_weights(cfg, version)  # never point at a version that is incomplete or would not load
     pointer = read_champion(cfg) or {"name": cfg.model.name, "version": None, "history": []}
     move = {
@@ -158,9 +189,10 @@ def promote(cfg: Config, version: str, by: str | None, reason: str, force: bool 
             f"model version {version} was {decision or 'not gated'} by the gate "
             f"({'; '.join(gate.get('reasons', []))}); pass --force to promote it anyway"
         )
-    if champion_version(cfg) == version:
-        raise UsageError(f"model version {version} is already the champion")
-    return move_champion(cfg, version, "promote", by, reason)
+    with champion_lock(cfg):
+        if champion_version(cfg) == version:
+            raise UsageError(f"model version {version} is already the champion")
+        return _move_champion(cfg, version, "promote", by, reason)
 
 
 def champion_stack(pointer: dict) -> list[str]:
@@ -192,6 +224,11 @@ def rollback_target(pointer: dict) -> str | None:
 def rollback(cfg: Config, by: str | None, reason: str) -> dict:
     """Move the champion pointer back to the previous champion; MissingInput (exit 3) where
     there is none: no pointer, or the promotion history already starts at the current one."""
+    with champion_lock(cfg):  # the target is chosen from the pointer this move replaces
+        return _rollback(cfg, by, reason)
+
+
+def _rollback(cfg: Config, by: str | None, reason: str) -> dict:
     pointer = read_champion(cfg)
     if not pointer:
         where = storage.join(root(cfg), CHAMPION)
@@ -204,7 +241,7 @@ def rollback(cfg: Config, by: str | None, reason: str) -> dict:
             f"promotion history in {where} ({len(pointer['history'])} moves) starts there; "
             "promote a version by name instead (`propensity models promote VERSION`)"
         )
-    return move_champion(cfg, target, "rollback", by, reason)
+    return _move_champion(cfg, target, "rollback", by, reason)
 
 
 def sha256(data: bytes) -> str:

@@ -56,7 +56,7 @@ def score(
     a rerun scores only the shards whose file is missing. Exit codes: 0 done (or a worker whose
     shards are done while others still run), 3 histories(D) or the champion missing (or, with
     --finalize, shards still missing), 4 malformed histories or partial output of another model
-    version (use --restart).
+    version (use --restart), 13 another run holds the lease of score/dt=D.
 
     Example: propensity score --date 2026-01-20 --workers 4
     """

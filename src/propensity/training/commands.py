@@ -29,7 +29,8 @@ def train(
     A killed run resumes from its local checkpoint when re-run with the same options.
     Exit codes: 0 approved, 2 bad option/config or warm start impossible without --cold,
     3 missing histories partition, 4 malformed histories or tampered champion weights,
-    10 gate rejected (version kept, champion unchanged).
+    10 gate rejected (version kept, champion unchanged), 13 another run holds the lease of
+    train/dt=D.
 
     Example: propensity train --date 2026-01-20 --set training.max_epochs=5
     """
