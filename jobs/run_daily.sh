@@ -22,6 +22,8 @@
 #       not arrived                                       with the same date
 #   4   bad input: too many malformed records          -> inspect the quarantine partition, re-run
 #   1,2 failure / bad config                           -> read the log; re-run the same date once fixed
+#   13  another run holds the day's (or a step's) lease -> nothing: that run is doing the work; if it
+#       (a double-fired schedule, a retry)                died, re-run after lease.stale_after_s
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

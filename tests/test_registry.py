@@ -254,32 +254,31 @@ def test_show_summarises_a_version_and_json_prints_the_whole_record(config):
     assert missing.exit_code == 3 and "2026-01-21.1" in missing.output
 
 
-def test_concurrent_champion_moves_lose_none(config):
-    """Four real processes promote four versions at once: champion.json's read-modify-write
-    happens under the champion lease, so the history holds all four moves."""
+def test_a_champion_move_waits_for_the_one_in_progress(config):
+    """A real `models promote` process started while this test holds the champion lease (a move
+    in progress) waits for it, then moves from the pointer that move left, not a stale one."""
     import subprocess
     import sys
+    import time
+    from pathlib import Path
 
-    versions = [f"2026-01-2{i}.1" for i in range(5)]
-    for i, v in enumerate(versions):
+    from propensity import lease
+
+    for i, v in enumerate(["2026-01-20.1", "2026-01-21.1", "2026-01-22.1"]):
         publish_version(config, v, seed=i)
-    store.move_champion(config, versions[0], "gate", "ci", "first")
-    env_root = f"storage.root={config.storage.root}"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "propensity", "models", "promote", v, "--set", env_root,
-             "--reason", "race"],
+    store.move_champion(config, "2026-01-20.1", "gate", "ci", "first")
+    with lease.acquire(config, "champion", config.model.name):
+        promoter = subprocess.Popen(
+            [Path(sys.executable).with_name("propensity"), "models", "promote", "2026-01-22.1",
+             "--set", f"storage.root={config.storage.root}"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
-        for v in versions[1:]
-    ]
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
+        time.sleep(8)  # the promoter starts (imports torch) and waits for the lease
+        assert promoter.poll() is None, promoter.communicate()[0]
+        store._move_champion(config, "2026-01-21.1", "gate", None, "the move in progress")
+    out = promoter.communicate(timeout=60)[0]
+    assert promoter.returncode == 0, out
     pointer = store.read_champion(config)
-    moved = [m["version"] for m in pointer["history"][1:]]
-    assert sorted(moved) == versions[1:]
-    assert pointer["version"] == moved[-1]
-    # Each move starts from the version the previous one left: none read a stale pointer.
-    froms = [m["from"] for m in pointer["history"][1:]]
-    assert froms == [versions[0], *moved[:-1]]
-    assert not storage.list_files(storage.join(config.storage.root, "_leases"), recursive=True)
+    assert [(m["from"], m["version"]) for m in pointer["history"]] == [
+        (None, "2026-01-20.1"), ("2026-01-20.1", "2026-01-21.1"), ("2026-01-21.1", "2026-01-22.1")
+    ]

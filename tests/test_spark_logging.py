@@ -66,9 +66,11 @@ def test_progress_lines_while_spark_runs_a_job(spark, caplog):
     finally:
         stop.set()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("spark working")]
-    assert lines, caplog.text
+    # The shared session's own heartbeat (stage "tests") may report the same job: ours only.
     fields = [dict(kv.split("=", 1) for kv in line.split()[2:]) for line in lines]
-    assert {f["stage"] for f in fields} == {"aggregate"} and {f["jobs"] for f in fields} == {"1"}
+    fields = [f for f in fields if f["stage"] == "aggregate"]
+    assert fields, caplog.text
+    assert {f["jobs"] for f in fields} == {"1"}
     elapsed = [int(f["elapsed_s"]) for f in fields]
     assert elapsed == sorted(elapsed) and elapsed[-1] >= 1
     tasks = [tuple(map(int, f["tasks"].split("/"))) for f in fields]
