@@ -119,9 +119,10 @@ def sample_batches(encoded: EncodedHistories, rows: np.ndarray, seed: int = 0) -
     return [encoded.batch(rows[g]) for g in length_buckets(encoded.lengths[rows], SAMPLE_BATCH)]
 
 
-def build(model: torch.nn.Module, batches: list[Batch]) -> tuple[bytes, dict] | None:
+def build(model: torch.nn.Module, batches: list[Batch],
+          tolerance: float = TOLERANCE) -> tuple[bytes, dict] | None:
     """The artefact and its record ({"opset", "max_abs_diff", "inputs"}), or None, with the
-    reason logged, when it cannot be made or its scores differ from eager beyond TOLERANCE."""
+    reason logged, when it cannot be made or its scores differ from eager beyond `tolerance`."""
     if not batches:
         log.warning("no ONNX model: no rows to check an export on; scoring will use eager")
         return None
@@ -131,10 +132,10 @@ def build(model: torch.nn.Module, batches: list[Batch]) -> tuple[bytes, dict] | 
         log.warning("no ONNX model: onnxruntime is not installed (the `onnx` extra); "
                     "scoring will use eager PyTorch")
         return None
-    cpu = copy.deepcopy(model).to("cpu").float().eval()
     # Traced on the widest batch: a batch of one row or one step could fix an axis to 1.
     example = max(batches, key=lambda b: b.event_type.numel())
     try:
+        cpu = copy.deepcopy(model).to("cpu").float().eval()  # the trained model stays as it is
         data = export_bytes(cpu, example)
         sess = session(data, threads=torch.get_num_threads())
         diff = max_abs_diff(cpu, sess, batches)
@@ -143,8 +144,8 @@ def build(model: torch.nn.Module, batches: list[Batch]) -> tuple[bytes, dict] | 
         log.warning("no ONNX model: export failed %s",
                     kv(error=type(e).__name__, message=str(e).splitlines()[0] if str(e) else ""))
         return None
-    if not diff <= TOLERANCE:  # also refuses NaN
+    if not diff <= tolerance:  # also refuses NaN
         log.warning("no ONNX model: its scores differ from eager %s",
-                    kv(max_abs_diff=f"{diff:.2e}", tolerance=TOLERANCE))
+                    kv(max_abs_diff=f"{diff:.2e}", tolerance=tolerance))
         return None
     return data, {"opset": OPSET, "max_abs_diff": diff, "inputs": names}

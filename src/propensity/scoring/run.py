@@ -58,22 +58,22 @@ def score_shards(cfg: Config, day: dt.date, out: str, shards: list[layout.Shard]
 
 
 def _worker_main(cfg_json: str, day_iso: str, version: str, shard_ids: list[str],
-                 worker: str, how: str, threads: int) -> None:
-    """Entry point of a spawned local worker (arguments are plain JSON-able values; `how` and
-    `threads` are the runtime and thread count the parent chose)."""
+                 worker: str, model_runtime: str, threads: int) -> None:
+    """Entry point of a spawned local worker (arguments are plain JSON-able values;
+    `model_runtime` and `threads` are what the parent chose)."""
     setup_logging()
     cfg = Config.model_validate(json.loads(cfg_json))
     day = dt.date.fromisoformat(day_iso)
     plan = layout.plan_shards(storage.partition(cfg.uri("histories"), day), cfg.scoring.shard_rows)
     wanted = set(shard_ids)
     model, meta = load_model(cfg, version)
-    scorer = runtime.scorer(cfg, model, meta, how, threads)
+    scorer = runtime.scorer(cfg, model, meta, model_runtime, threads)
     out = storage.partition(cfg.uri("predictions"), day)
     score_shards(cfg, day, out, [s for s in plan.shards if s.id in wanted], scorer, meta, worker)
 
 
 def _run_processes(cfg: Config, day: dt.date, version: str, todo: list[layout.Shard],
-                   workers: int, how: str, threads: int) -> None:
+                   workers: int, model_runtime: str, threads: int) -> None:
     ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no forked torch threads
     cfg_json = cfg.model_dump_json()
     procs = []
@@ -81,8 +81,8 @@ def _run_processes(cfg: Config, day: dt.date, version: str, todo: list[layout.Sh
         ids = [s.id for s in todo[i::workers]]
         if ids:
             p = ctx.Process(target=_worker_main, name=f"score-worker-{i}",
-                            args=(cfg_json, day.isoformat(), version, ids, str(i), how,
-                                  threads))
+                            args=(cfg_json, day.isoformat(), version, ids, str(i),
+                                  model_runtime, threads))
             p.start()
             procs.append(p)
     for p in procs:
@@ -138,15 +138,15 @@ def _run(cfg: Config, day: dt.date, workers: int | None, array: tuple[int, int] 
     plan = layout.plan_shards(histories, cfg.scoring.shard_rows)
     model, meta = load_model(cfg)
     ref = model_ref(meta)
-    how = runtime.choose(cfg.scoring.runtime, meta)
-    cores = os.cpu_count() or 1
+    model_runtime = runtime.choose(cfg.scoring.runtime, meta)
+    cores, auto = os.cpu_count() or 1, runtime.AUTO_PLAN[model_runtime]
     if list(model.targets) != cfg.target_names:
         log.warning("champion targets differ from the config's %s",
                     kv(model=model.targets, config=cfg.target_names))
     if layout.prepare(out, plan, ref, list(model.targets), restart):
         log.info("predictions already complete %s", kv(partition=out, model=ref.version))
         return read_manifest(out)
-    extra = {"engine": engine, "runtime": how}
+    extra = {"engine": engine, "runtime": model_runtime}
     if finalize_only:
         held.check()
         return layout.finalize(out, plan, ref, day, extra)
@@ -157,9 +157,9 @@ def _run(cfg: Config, day: dt.date, workers: int | None, array: tuple[int, int] 
         mine = [s for s in layout.assign(plan, worker_index, num_workers) if s.id not in done]
         log.info("array worker %s", kv(index=worker_index, of=num_workers, shards=len(mine)))
         # One array worker per container or machine.
-        _, threads = runtime.plan(cores, how, workers=1, threads=cfg.scoring.threads)
+        _, threads = runtime.plan(cores, auto, workers=1, threads=cfg.scoring.threads)
         extra["threads"] = threads
-        scorer = runtime.scorer(cfg, model, meta, how, threads)
+        scorer = runtime.scorer(cfg, model, meta, model_runtime, threads)
         score_shards(cfg, day, out, mine, scorer, meta, worker=str(worker_index))
         if layout.missing(out, plan):
             log.info("other workers still have shards to score; the last one finalizes")
@@ -171,25 +171,25 @@ def _run(cfg: Config, day: dt.date, workers: int | None, array: tuple[int, int] 
     if engine == "spark":
         log.info("scoring %s", kv(date=day, shards=len(plan.shards), missing=len(todo),
                                   rows=sum(s.rows for s in todo), model=ref.version,
-                                  engine=engine, runtime=how))
+                                  engine=engine, runtime=model_runtime))
         from propensity.scoring.spark import score_on_spark
 
-        score_on_spark(cfg, day, out, todo, meta, how)
+        score_on_spark(cfg, day, out, todo, meta, model_runtime)
     else:
-        processes, threads = runtime.plan(cores, how, workers or cfg.scoring.workers,
+        processes, threads = runtime.plan(cores, auto, workers or cfg.scoring.workers,
                                           cfg.scoring.threads)
         processes = min(processes, max(1, len(todo)))  # no idle worker processes
         if processes == 1 and not cfg.scoring.threads:
-            threads = runtime.plan(cores, how, 1)[1]  # a lone process gets the lone plan's
+            threads = runtime.plan(cores, auto, 1)[1]  # a lone process: the lone plan's
         extra |= {"workers": processes, "threads": threads}
         log.info("scoring %s", kv(date=day, shards=len(plan.shards), missing=len(todo),
                                   rows=sum(s.rows for s in todo), model=ref.version,
-                                  engine=engine, runtime=how, workers=processes,
+                                  engine=engine, runtime=model_runtime, workers=processes,
                                   threads=threads))
         if processes > 1:
-            _run_processes(cfg, day, ref.version, todo, processes, how, threads)
+            _run_processes(cfg, day, ref.version, todo, processes, model_runtime, threads)
         else:
-            scorer = runtime.scorer(cfg, model, meta, how, threads)
+            scorer = runtime.scorer(cfg, model, meta, model_runtime, threads)
             score_shards(cfg, day, out, todo, scorer, meta, worker="0")
     extra["wall_seconds"] = round(time.perf_counter() - started, 3)
     held.check()  # a run whose lease was taken over publishes nothing

@@ -12,7 +12,6 @@ Both scorers take the same `Batch` (from the same reader thread) and return sigm
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -82,7 +81,12 @@ class OnnxScorer:
 
 
 def onnxruntime_available() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
+    """Whether onnxruntime imports (installed and loadable: a broken install counts as absent)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def choose(setting: str, meta: dict) -> str:
@@ -111,13 +115,13 @@ def choose(setting: str, meta: dict) -> str:
     return "eager"
 
 
-def plan(cores: int, runtime: str, workers: int = 0, threads: int = 0) -> tuple[int, int]:
-    """(processes, model threads per process) on `cores` cores. `workers` 0 = as AUTO_PLAN says
-    for `runtime`; `threads` 0 = every core for a lone process of the "threads" plan, else the
-    cores left after one per process for its reader thread. Never more threads than free cores by default:
-    an oversubscribed intra-op pool collapses on a shared machine (measured under load: 1 torch
-    thread ~5k histories/s, 2 threads ~0.5k/s on 2 cores shared with other jobs)."""
-    how = AUTO_PLAN[runtime]
+def plan(cores: int, how: str, workers: int = 0, threads: int = 0) -> tuple[int, int]:
+    """(processes, model threads per process) on `cores` cores for an AUTO_PLAN value `how`.
+    `workers` 0 = as `how` says; `threads` 0 = every core for a lone process of the "threads"
+    plan, else the cores left after one per process for its reader thread. The "reader" and
+    "workers" plans never use more model threads than free cores: an oversubscribed intra-op
+    pool collapses on a shared machine (measured under load: 1 torch thread ~5k histories/s,
+    2 threads ~0.5k/s on 2 cores shared with other jobs)."""
     processes = workers or (cores if how == "workers" else 1)
     if threads:
         return processes, threads
