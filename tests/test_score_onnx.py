@@ -59,8 +59,10 @@ def batches_of(encoded, batch_size: int, item_share: float, seed: int):
         encoded.item_match[:] = rng.random(encoded.item_match.shape) < item_share
     groups = length_buckets(encoded.lengths, batch_size)
     shortest = np.argsort(encoded.lengths, kind="stable")[:5]
-    return [encoded.batch(g) for g in groups] + [encoded.batch(shortest[:1]),
-                                                 encoded.batch(shortest)]
+    return [encoded.batch(g) for g in groups] + [
+        encoded.batch(shortest[:1]),
+        encoded.batch(shortest),
+    ]
 
 
 def max_diff(a: runtime.Scorer, b: runtime.Scorer, batches) -> float:
@@ -72,10 +74,12 @@ def max_diff(a: runtime.Scorer, b: runtime.Scorer, batches) -> float:
     [
         pytest.param(lambda root: make_config(root), id="default"),
         pytest.param(lambda root: make_config(root, "model.counters=false"), id="no-counters"),
-        pytest.param(lambda root: make_config(root, "model.wide=false", "model.hidden_size=24"),
-                     id="no-wide"),
-        pytest.param(lambda root: load_config(TWO_TARGETS, [f"storage.root={root}"]),
-                     id="item-targets"),
+        pytest.param(
+            lambda root: make_config(root, "model.wide=false", "model.hidden_size=24"), id="no-wide"
+        ),
+        pytest.param(
+            lambda root: load_config(TWO_TARGETS, [f"storage.root={root}"]), id="item-targets"
+        ),
     ],
 )
 def test_onnx_scores_equal_eager_on_random_models(tmp_path, setup):
@@ -90,8 +94,7 @@ def test_onnx_scores_equal_eager_on_random_models(tmp_path, setup):
 
     # Other histories than the export saw: version-1 rows and rows with real counters.
     fresh = make_histories(1500, DAY, cfg, seed=2)
-    counted = with_counters(histories_table(simulate(80, DAY - dt.timedelta(days=40), DAY, 3),
-                                            DAY))
+    counted = with_counters(histories_table(simulate(80, DAY - dt.timedelta(days=40), DAY, 3), DAY))
     onnx = runtime.OnnxScorer(onnx_export.session(data, 1), model.spec, list(model.targets))
     eager = runtime.EagerScorer(model)
     for table, seed in ((fresh, 2), (counted, 3)):
@@ -104,8 +107,10 @@ def test_onnx_scores_equal_eager_on_random_models(tmp_path, setup):
         enc = encode(fresh, model.spec, DAY)
         with_flags = batches_of(enc, 512, 0.5, seed=4)
         without = batches_of(enc, 512, 0.0, seed=4)
-        moved = max(float(np.abs(onnx.probabilities(a) - onnx.probabilities(b)).max())
-                    for a, b in zip(with_flags, without))
+        moved = max(
+            float(np.abs(onnx.probabilities(a) - onnx.probabilities(b)).max())
+            for a, b in zip(with_flags, without)
+        )
         assert moved > 1e-3
 
 
@@ -126,14 +131,24 @@ def test_export_is_refused_beyond_the_tolerance_and_failures_return_none(config,
 
 @pytest.fixture
 def cfg(tmp_path):
-    return make_config(tmp_path / "data", "scoring.read_rows=256", "scoring.shard_rows=400",
-                       "scoring.batch_size=128", "model.hidden_size=32")
+    return make_config(
+        tmp_path / "data",
+        "scoring.read_rows=256",
+        "scoring.shard_rows=400",
+        "scoring.batch_size=128",
+        "model.hidden_size=32",
+    )
 
 
 def cli(cfg, *sets):
     args = ["score", "--date", str(DAY), "--set", f"storage.root={cfg.storage.root}"]
-    for s in ("scoring.read_rows=256", "scoring.shard_rows=400", "scoring.batch_size=128",
-              "model.hidden_size=32", *sets):
+    for s in (
+        "scoring.read_rows=256",
+        "scoring.shard_rows=400",
+        "scoring.batch_size=128",
+        "model.hidden_size=32",
+        *sets,
+    ):
         args += ["--set", s]
     return runner.invoke(app, args)
 
@@ -144,8 +159,9 @@ def scores(cfg) -> dict[str, float]:
 
 
 def manifest(cfg) -> dict:
-    return storage.read_json(storage.join(storage.partition(cfg.uri("predictions"), DAY),
-                                          layout.MANIFEST))
+    return storage.read_json(
+        storage.join(storage.partition(cfg.uri("predictions"), DAY), layout.MANIFEST)
+    )
 
 
 def test_the_command_scores_with_onnx_equal_to_eager(cfg):
@@ -160,20 +176,23 @@ def test_the_command_scores_with_onnx_equal_to_eager(cfg):
     assert manifest(cfg)["runtime"] == "onnx"
     assert {s["runtime"] for s in manifest(cfg)["shards"].values()} == {"onnx"}
     fast = scores(cfg)
-    eager_cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(
-        update={"runtime": "eager"})})
+    eager_cfg = cfg.model_copy(
+        update={"scoring": cfg.scoring.model_copy(update={"runtime": "eager"})}
+    )
     run(eager_cfg, DAY, restart=True)
     assert manifest(cfg)["runtime"] == "eager"
     slow = scores(cfg)
     assert fast.keys() == slow.keys() and len(fast) == 1500
-    np.testing.assert_allclose([fast[k] for k in slow], list(slow.values()),
-                               atol=onnx_export.TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        [fast[k] for k in slow], list(slow.values()), atol=onnx_export.TOLERANCE, rtol=0
+    )
     # Spawned worker processes load and verify the artefact themselves.
     run(cfg, DAY, workers=2, restart=True)
     assert manifest(cfg)["runtime"] == "onnx" and manifest(cfg)["workers"] == 2
     two = scores(cfg)
-    np.testing.assert_allclose([two[k] for k in slow], list(slow.values()),
-                               atol=onnx_export.TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        [two[k] for k in slow], list(slow.values()), atol=onnx_export.TOLERANCE, rtol=0
+    )
 
 
 def test_a_version_without_model_onnx_scores_eager_and_onnx_is_refused(cfg):
@@ -214,17 +233,34 @@ def test_without_onnxruntime_auto_scores_eager_and_onnx_is_refused(cfg):
     """onnxruntime made unimportable in a fresh interpreter, as on an install without the extra."""
     write_histories(cfg, DAY, 200, files=1)
     publish_model(cfg, "2026-01-19.1", onnx=True)
-    script = ("import sys; sys.modules['onnxruntime'] = None; sys.argv = ['propensity'] + "
-              "sys.argv[1:]; from propensity.cli import main; main()")
-    base = [sys.executable, "-c", script, "score", "--date", str(DAY),
-            "--set", f"storage.root={cfg.storage.root}", "--set", "model.hidden_size=32"]
+    script = (
+        "import sys; sys.modules['onnxruntime'] = None; sys.argv = ['propensity'] + "
+        "sys.argv[1:]; from propensity.cli import main; main()"
+    )
+    base = [
+        sys.executable,
+        "-c",
+        script,
+        "score",
+        "--date",
+        str(DAY),
+        "--set",
+        f"storage.root={cfg.storage.root}",
+        "--set",
+        "model.hidden_size=32",
+    ]
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "PYTHONWARNINGS": "ignore"}
-    asked = subprocess.run([*base, "--set", "scoring.runtime=onnx"], env=env, check=False,
-                           capture_output=True, text=True, timeout=300)
+    asked = subprocess.run(
+        [*base, "--set", "scoring.runtime=onnx"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert asked.returncode == 2 and "onnxruntime is not installed" in asked.stderr
-    auto = subprocess.run(base, env=env, check=False, capture_output=True, text=True,
-                          timeout=300)
+    auto = subprocess.run(base, env=env, check=False, capture_output=True, text=True, timeout=300)
     assert auto.returncode == 0, auto.stderr
     assert manifest(cfg)["runtime"] == "eager"
 

@@ -67,9 +67,14 @@ def export_bytes(model: torch.nn.Module, example: Batch) -> bytes:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shapes: checked below instead
             torch.onnx.export(
-                _Scores(model).eval(), tuple(getattr(example, n) for n in INPUTS), buf,
-                input_names=list(INPUTS), output_names=[OUTPUT], dynamic_axes=axes,
-                opset_version=OPSET, dynamo=False,
+                _Scores(model).eval(),
+                tuple(getattr(example, n) for n in INPUTS),
+                buf,
+                input_names=list(INPUTS),
+                output_names=[OUTPUT],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
             )
     finally:
         torch.onnx.unregister_custom_op_symbolic("aten::expm1", OPSET)
@@ -119,8 +124,9 @@ def sample_batches(encoded: EncodedHistories, rows: np.ndarray, seed: int = 0) -
     return [encoded.batch(rows[g]) for g in length_buckets(encoded.lengths[rows], SAMPLE_BATCH)]
 
 
-def build(model: torch.nn.Module, batches: list[Batch],
-          tolerance: float = TOLERANCE) -> tuple[bytes, dict] | None:
+def build(
+    model: torch.nn.Module, batches: list[Batch], tolerance: float = TOLERANCE
+) -> tuple[bytes, dict] | None:
     """The artefact and its record ({"opset", "max_abs_diff", "inputs"}), or None, with the
     reason logged, when it cannot be made or its scores differ from eager beyond `tolerance`."""
     if not batches:
@@ -129,8 +135,10 @@ def build(model: torch.nn.Module, batches: list[Batch],
     try:
         import onnxruntime  # noqa: F401 - without it the export cannot be checked
     except ImportError:
-        log.warning("no ONNX model: onnxruntime is not installed (the `onnx` extra); "
-                    "scoring will use eager PyTorch")
+        log.warning(
+            "no ONNX model: onnxruntime is not installed (the `onnx` extra); "
+            "scoring will use eager PyTorch"
+        )
         return None
     # Traced on the widest batch: a batch of one row or one step could fix an axis to 1.
     example = max(batches, key=lambda b: b.event_type.numel())
@@ -141,11 +149,15 @@ def build(model: torch.nn.Module, batches: list[Batch],
         diff = max_abs_diff(cpu, sess, batches)
         names = input_names(sess)
     except Exception as e:  # noqa: BLE001 - any failure of the optional artefact: publish without
-        log.warning("no ONNX model: export failed %s",
-                    kv(error=type(e).__name__, message=str(e).splitlines()[0] if str(e) else ""))
+        log.warning(
+            "no ONNX model: export failed %s",
+            kv(error=type(e).__name__, message=str(e).splitlines()[0] if str(e) else ""),
+        )
         return None
     if not diff <= tolerance:  # also refuses NaN
-        log.warning("no ONNX model: its scores differ from eager %s",
-                    kv(max_abs_diff=f"{diff:.2e}", tolerance=tolerance))
+        log.warning(
+            "no ONNX model: its scores differ from eager %s",
+            kv(max_abs_diff=f"{diff:.2e}", tolerance=tolerance),
+        )
         return None
     return data, {"opset": OPSET, "max_abs_diff": diff, "inputs": names}

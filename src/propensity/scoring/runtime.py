@@ -130,8 +130,7 @@ def plan(cores: int, how: str, workers: int = 0, threads: int = 0) -> tuple[int,
     return processes, max(1, (cores - processes) // processes)
 
 
-def scorer(cfg: Config, model: torch.nn.Module, meta: dict, runtime: str,
-           threads: int) -> Scorer:
+def scorer(cfg: Config, model: torch.nn.Module, meta: dict, runtime: str, threads: int) -> Scorer:
     """The scorer of a loaded version (`registry.load_model`) on `threads` model threads.
 
     Raises BadInput (exit 4) naming model.onnx when its sha256 differs from model.json."""
