@@ -186,11 +186,17 @@ def _run(cfg: Config, day: dt.date, workers: int | None, array: tuple[int, int] 
                                   rows=sum(s.rows for s in todo), model=ref.version,
                                   engine=engine, runtime=model_runtime, workers=processes,
                                   threads=threads))
-        if processes > 1:
-            _run_processes(cfg, day, ref.version, todo, processes, model_runtime, threads)
-        else:
-            scorer = runtime.scorer(cfg, model, meta, model_runtime, threads)
-            score_shards(cfg, day, out, todo, scorer, meta, worker="0")
+        _score_locally(cfg, day, out, todo, model, meta, model_runtime, processes, threads)
     extra["wall_seconds"] = round(time.perf_counter() - started, 3)
     held.check()  # a run whose lease was taken over publishes nothing
     return layout.finalize(out, plan, ref, day, extra)
+
+
+def _score_locally(cfg: Config, day: dt.date, out: str, todo: list[layout.Shard], model,
+                   meta: dict, model_runtime: str, processes: int, threads: int) -> None:
+    """Score `todo` in this process, or in `processes` spawned workers."""
+    if processes > 1:
+        _run_processes(cfg, day, meta["version"], todo, processes, model_runtime, threads)
+    else:
+        scorer = runtime.scorer(cfg, model, meta, model_runtime, threads)
+        score_shards(cfg, day, out, todo, scorer, meta, worker="0")
