@@ -106,15 +106,17 @@ def write_histories(
 
 def publish_model(
     cfg: Config, version: str, seed: int = 0, reference: dict | None = None, champion: bool = True,
-    metrics: dict | None = None, reference_rows: int = 400,
+    metrics: dict | None = None, reference_rows: int = 400, onnx: bool = False,
 ):
     """Publish a randomly initialised PropensityModel through the registry (optionally as the
-    champion); returns the model. `reference` defaults to a summary of fresh histories."""
+    champion, with `onnx` its model.onnx as training publishes it); returns the model.
+    `reference` defaults to a summary of fresh histories."""
     import torch
 
     from propensity.model import stats
+    from propensity.model.batches import encode
     from propensity.model.network import PropensityModel
-    from propensity.registry import store
+    from propensity.registry import onnx_export, store
 
     torch.manual_seed(seed)
     model = PropensityModel.from_config(cfg).eval()
@@ -137,7 +139,13 @@ def publish_model(
         or {t: {"auroc": 0.7, "average_precision": 0.3} for t in cfg.target_names},
         "gate": {"decision": "approved", "reasons": []},
     }
-    store.publish(cfg, version, store.weights_bytes(model), meta, reference)
+    artefact = None
+    if onnx:
+        encoded = encode(make_histories(1000, day, cfg, seed=seed + 2000), model.spec, day)
+        artefact = onnx_export.build(model, onnx_export.sample_batches(encoded,
+                                                                       np.arange(len(encoded))))
+        assert artefact is not None, "the ONNX export failed (see the log)"
+    store.publish(cfg, version, store.weights_bytes(model), meta, reference, artefact)
     if champion:
         store.move_champion(cfg, version, "promote", "tests", "scoring tests")
     return model

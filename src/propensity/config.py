@@ -207,11 +207,18 @@ class GateConfig(_Section):
 
 class ScoringConfig(_Section):
     batch_size: int = Field(1024, gt=0)
-    workers: int = Field(1, gt=0)
+    # Local worker processes; 0 = as many as the machine's cores and the runtime call for
+    # (`scoring.run.AUTO_PLAN`).
+    workers: int = Field(0, ge=0)
     engine: Literal["local", "spark"] = "local"
+    # onnx = the version's model.onnx in ONNX Runtime; eager = PyTorch; auto = onnx where the
+    # version has it and onnxruntime imports, else eager.
+    runtime: Literal["auto", "onnx", "eager"] = "auto"
     read_rows: int = Field(32_768, gt=0)  # histories per record batch read (bounds memory)
     shard_rows: int = Field(1_000_000, gt=0)  # rows per shard (whole row groups): unit of resume
-    # Torch threads per scoring process; 0 = the cores left after one per process for its reader.
+    # Model threads (torch or ONNX Runtime intra-op) per scoring process; 0 = as
+    # `scoring.run.AUTO_PLAN` says with workers 0, else the cores left after one per process for
+    # its reader.
     threads: int = Field(0, ge=0)
 
 

@@ -2,6 +2,8 @@
 
 Layout (any storage URI, local or S3):
     models/<name>/<version>/weights.safetensors   the weights (safetensors; never pickle)
+    models/<name>/<version>/model.onnx            optional: the same model as ONNX for fast scoring
+                                                  (`onnx_export`; its sha256 in model.json)
     models/<name>/<version>/reference.json        input and score statistics on the validation set
     models/<name>/<version>/model.json            metadata, written LAST: a version is complete
                                                   only when it exists
@@ -32,6 +34,7 @@ from propensity.config import Config, ModelConfig
 from propensity.errors import BadInput, LeaseHeld, MissingInput, UsageError
 
 WEIGHTS = "weights.safetensors"
+ONNX = "model.onnx"  # written by `onnx_export` (which imports torch, so not imported here)
 METADATA = "model.json"
 REFERENCE = "reference.json"
 CHAMPION = "champion.json"
@@ -248,18 +251,24 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def publish(cfg: Config, version: str, weights: bytes, metadata: dict, reference: dict) -> dict:
-    """Write a version: weights, reference statistics, then model.json (last, with the weights'
-    sha256). Returns the metadata as written. Does not move the champion."""
+def publish(cfg: Config, version: str, weights: bytes, metadata: dict, reference: dict,
+            onnx: tuple[bytes, dict] | None = None) -> dict:
+    """Write a version: weights, the ONNX artefact when given (`onnx_export.build`), reference
+    statistics, then model.json (last, with the sha256 of each file). Returns the metadata as
+    written. Does not move the champion."""
     base = version_uri(cfg, version)
     storage.write_bytes(storage.join(base, WEIGHTS), weights)
-    storage.write_json(storage.join(base, REFERENCE), reference)
     metadata = {
         **metadata,
         "name": cfg.model.name,
         "version": version,
         "weights": {"file": WEIGHTS, "sha256": sha256(weights), "bytes": len(weights)},
     }
+    if onnx is not None:
+        data, record = onnx
+        storage.write_bytes(storage.join(base, ONNX), data)
+        metadata["onnx"] = {"file": ONNX, "sha256": sha256(data), "bytes": len(data), **record}
+    storage.write_json(storage.join(base, REFERENCE), reference)
     storage.write_json(storage.join(base, METADATA), metadata)
     return metadata
 
@@ -290,6 +299,28 @@ def read_weights(cfg: Config, version: str, meta: dict | None = None) -> tuple[d
         return load_safetensors(data), meta
     except SafetensorError as e:
         raise BadInput(f"{uri}: not a valid safetensors file: {e}") from None
+
+
+def read_onnx(cfg: Config, version: str, meta: dict) -> bytes | None:
+    """The verified bytes of a version's model.onnx, None for a version published without one.
+
+    Raises BadInput (exit 4) naming the file when it is missing although model.json records it,
+    or its sha256 differs from model.json (tampered or truncated)."""
+    record = meta.get("onnx")
+    if not record:
+        return None
+    uri = storage.join(version_uri(cfg, version), record["file"])
+    if not storage.exists(uri):
+        raise BadInput(f"{uri}: ONNX model missing although {METADATA} records it")
+    data = storage.read_bytes(uri)
+    actual = sha256(data)
+    if actual != record["sha256"]:
+        raise BadInput(
+            f"{uri}: sha256 {actual[:16]}... does not match {record['sha256'][:16]}... recorded "
+            f"in {METADATA} ({len(data)} of {record['bytes']} bytes): the file was changed or "
+            "truncated; refusing to load it"
+        )
+    return data
 
 
 def build_model(meta: dict):

@@ -7,10 +7,13 @@ shard's output (profile ids and scores) is kept until its file is written in one
 
 Scores are `sigmoid(model(batch))` of the trainer's own `PropensityModel` on the trainer's own
 batches (`model.batches.encode` + `length_buckets`), so they equal the training-time forward
-pass; rows are sorted by history length inside each read batch so that padding costs little."""
+pass, run eagerly or as the version's ONNX graph (`scoring.runtime`, the `Scorer`s of
+`runtime`; equal to eager within the tolerance checked at export); rows are sorted by history
+length inside each read batch so that padding costs little."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -35,6 +38,7 @@ from propensity.model.batches import (
     length_buckets,
 )
 from propensity.scoring.layout import SHARD_META_KEY, Shard
+from propensity.scoring.runtime import EagerScorer, Scorer
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
@@ -84,24 +88,23 @@ def model_batches(encoded: EncodedHistories, batch_size: int) -> list[Batch]:
     return [encoded.batch(rows) for rows in length_buckets(encoded.lengths, batch_size)]
 
 
-def score_batches(model: torch.nn.Module, batches: list[Batch], rows: int) -> np.ndarray:
+def score_batches(scorer: Scorer, batches: list[Batch], rows: int) -> np.ndarray:
     """Probabilities [rows, n_targets] (float32), put back in row order through `batch.rows`."""
-    out = np.empty((rows, len(model.targets)), dtype=np.float32)
-    with torch.inference_mode():
-        for batch in batches:
-            out[batch.rows.numpy()] = torch.sigmoid(model(batch)).numpy()
+    out = np.empty((rows, len(scorer.targets)), dtype=np.float32)
+    for batch in batches:
+        out[batch.rows.numpy()] = scorer.probabilities(batch)
     return out
 
 
 def score_encoded(model: torch.nn.Module, encoded: EncodedHistories, batch_size: int) -> np.ndarray:
-    """Probabilities [N, n_targets] (float32) in the row order of `encoded`."""
-    return score_batches(model, model_batches(encoded, batch_size), len(encoded))
+    """Probabilities [N, n_targets] (float32) of the eager model in the row order of `encoded`."""
+    return score_batches(EagerScorer(model), model_batches(encoded, batch_size), len(encoded))
 
 
 def score_table(
     model: torch.nn.Module, table: pa.Table | pa.RecordBatch, as_of: dt.date, batch_size: int
 ) -> np.ndarray:
-    """Probabilities [N, n_targets] for a histories table, in its row order."""
+    """Probabilities [N, n_targets] of the eager model for a histories table, in its row order."""
     return score_encoded(model, encode(table, model.spec, as_of), batch_size)
 
 
@@ -123,48 +126,24 @@ def output_schema(targets: list[str]) -> pa.Schema:
 def score_shard(
     shard: Shard,
     out: str,
-    model: torch.nn.Module,
+    scorer: Scorer,
     model_version: str,
     as_of: dt.date,
     cfg,
     worker: str = "0",
     on_rows: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Score one shard and write its output file whole; return its record (rows, timing, stats).
+    """Score one shard with `scorer` and write its output file whole; return its record (rows,
+    runtime, timing, stats).
 
     Raises BadInput (from encoding) naming the input file when a history is malformed.
     """
     started = time.perf_counter()
-    targets = list(model.targets)
+    targets = list(scorer.targets)
     source = shard.input_uri
-    pf = storage.open_parquet(source)
-    columns = [c for c in INPUT_COLUMNS if c in pf.schema_arrow.names]
-
-    def read_and_batch():
-        # In the reader thread: Parquet decoding, encoding and padding, so that the main thread
-        # does little but the forward pass.
-        # One row group at a time: the reader buffers and decodes only that one, whatever the
-        # shard's size.
-        for group in shard.row_groups:
-            for rb in pf.iter_batches(
-                batch_size=cfg.scoring.read_rows, row_groups=[group], columns=columns
-            ):
-                encoded = encode(rb, model.spec, as_of, source=source)
-                yield rb, model_batches(encoded, cfg.scoring.batch_size)
-
-    ids, scores, summaries = [], [], []
-    for rb, batches in prefetch(read_and_batch(), depth=1):
-        probs = score_batches(model, batches, rb.num_rows)
-        ids.append(rb.column("profile_id"))
-        scores.append(probs)
-        summaries.append(
-            stats.summarize(
-                pa.Table.from_batches([rb]), {t: probs[:, j] for j, t in enumerate(targets)},
-                as_of, cfg,
-            )
-        )
-        if on_rows:
-            on_rows(rb.num_rows)
+    with storage.open_parquet(source) as pf:
+        ids, scores, summaries = _score_row_groups(pf, shard, scorer, as_of, cfg, on_rows)
+        empty_input = pf.schema_arrow.empty_table()
     rows = sum(len(a) for a in ids)
     if rows != shard.rows:
         raise RuntimeError(f"{source}: read {rows} rows of shard {shard.id}, expected {shard.rows}")
@@ -175,10 +154,11 @@ def score_shard(
         "row_groups": shard.row_groups,
         "rows": rows,
         "model_version": model_version,
+        "runtime": scorer.runtime,
         "worker": worker,
         "seconds": round(time.perf_counter() - started, 3),
         "stats": stats.merge(summaries) if summaries else stats.summarize(
-            pf.schema_arrow.empty_table(), {t: np.zeros(0) for t in targets}, as_of, cfg
+            empty_input, {t: np.zeros(0) for t in targets}, as_of, cfg
         ),
     }
     schema = output_schema(targets).with_metadata({SHARD_META_KEY: json.dumps(record).encode()})
@@ -193,7 +173,46 @@ def score_shard(
     storage.write_parquet(table, storage.join(out, shard.file_name))
     log.info(
         "scored shard %s",
-        kv(shard=shard.id, rows=rows, seconds=record["seconds"],
+        kv(shard=shard.id, rows=rows, seconds=record["seconds"], runtime=scorer.runtime,
            per_second=round(rows / max(record["seconds"], 1e-9))),
     )
     return record
+
+
+def _score_row_groups(pf, shard: Shard, scorer: Scorer, as_of: dt.date, cfg,
+                      on_rows: Callable[[int], None] | None):
+    """The shard's profile ids, scores and statistics per read batch. What is kept grows with
+    the shard only (ids and scores: about 30 MB per million rows; one statistics summary per read
+    batch); each read batch and its encoding are dropped once scored."""
+    targets = list(scorer.targets)
+    source = shard.input_uri
+    columns = [c for c in INPUT_COLUMNS if c in pf.schema_arrow.names]
+
+    def read_and_batch():
+        # In the reader thread: Parquet decoding, encoding and padding, so that the main thread
+        # does little but the forward pass.
+        # One row group at a time: the reader buffers and decodes only that one, whatever the
+        # shard's size.
+        for group in shard.row_groups:
+            for rb in pf.iter_batches(
+                batch_size=cfg.scoring.read_rows, row_groups=[group], columns=columns
+            ):
+                encoded = encode(rb, scorer.spec, as_of, source=source)
+                yield rb, model_batches(encoded, cfg.scoring.batch_size)
+
+    ids, scores, summaries = [], [], []
+    # closing: the reader thread stops before the caller closes the file, also on an error.
+    with contextlib.closing(prefetch(read_and_batch(), depth=1)) as read:
+        for rb, batches in read:
+            probs = score_batches(scorer, batches, rb.num_rows)
+            ids.append(rb.column("profile_id"))
+            scores.append(probs)
+            summaries.append(
+                stats.summarize(
+                    pa.Table.from_batches([rb]), {t: probs[:, j] for j, t in enumerate(targets)},
+                    as_of, cfg,
+                )
+            )
+            if on_rows:
+                on_rows(rb.num_rows)
+    return ids, scores, summaries

@@ -265,7 +265,9 @@ def finalize(
         "input": plan.summary(),
         "files": [shard.file_name for shard in plan.shards],
         "shards": {
-            sid: {k: r[k] for k in ("input_file", "row_groups", "rows", "seconds", "worker")}
+            # runtime: absent from shards scored before it was recorded.
+            sid: {k: r[k] for k in ("input_file", "row_groups", "rows", "seconds", "worker",
+                                    "runtime") if k in r}
             for sid, r in records.items()
         },
         "timing": {

@@ -1,7 +1,8 @@
 """`propensity score --engine spark`: executors score shards, the driver finalizes.
 
 The driver broadcasts the model's safetensors bytes (verified against model.json's sha256 again
-on each executor) with its metadata; an RDD of the missing shards, one shard per partition,
+on each executor) with its metadata, and its model.onnx where `scoring.runtime` chose ONNX
+Runtime (verified the same way); an RDD of the missing shards, one shard per partition,
 runs a Python function that loads the model once per task and scores its shard with the same
 Arrow-record-batch code as the local engine, writing the same `part-<shard>.parquet` file
 through `propensity.storage`. (An RDD rather than `mapInArrow`: the latter needs pandas on every
@@ -31,27 +32,36 @@ def _score_partition(shard_jsons, payload):
     import torch
     from safetensors.torch import load as load_safetensors
 
-    from propensity.registry import store
+    from propensity.registry import onnx_export, store
     from propensity.scoring.engine import score_shard
+    from propensity.scoring.runtime import EagerScorer, OnnxScorer
 
     shipped = payload.value
-    if store.sha256(shipped["weights"]) != shipped["meta"]["weights"]["sha256"]:
+    meta = shipped["meta"]
+    if store.sha256(shipped["weights"]) != meta["weights"]["sha256"]:
         raise BadInput("model weights changed in transit to the executor (sha256 mismatch)")
+    if shipped["onnx"] is not None and store.sha256(shipped["onnx"]) != meta["onnx"]["sha256"]:
+        raise BadInput(f"{store.ONNX} changed in transit to the executor (sha256 mismatch)")
     cfg = Config.model_validate(json.loads(shipped["cfg"]))
-    torch.set_num_threads(cfg.scoring.threads or 1)  # Spark runs one task per core
-    model = store.build_model(shipped["meta"])
+    threads = cfg.scoring.threads or 1  # Spark runs one task per core
+    torch.set_num_threads(threads)
+    model = store.build_model(meta)
     model.load_state_dict(load_safetensors(shipped["weights"]), strict=True)
     model.eval()
+    scorer = EagerScorer(model) if shipped["onnx"] is None else OnnxScorer(
+        onnx_export.session(shipped["onnx"], threads), model.spec, list(model.targets)
+    )
     day = dt.date.fromisoformat(shipped["day"])
     for shard_json in shard_jsons:
         shard = layout.Shard(**json.loads(shard_json))
-        record = score_shard(shard, shipped["out"], model, shipped["meta"]["version"], day, cfg,
+        record = score_shard(shard, shipped["out"], scorer, meta["version"], day, cfg,
                              worker="spark")
         yield json.dumps({k: record[k] for k in ("shard", "rows", "seconds")})
 
 
-def score_on_spark(cfg: Config, day: dt.date, out: str, todo: list[layout.Shard], meta: dict):
-    """Score `todo` shards on the cluster of the config's Spark session."""
+def score_on_spark(cfg: Config, day: dt.date, out: str, todo: list[layout.Shard], meta: dict,
+                   how: str = "eager"):
+    """Score `todo` shards on the cluster of the config's Spark session with runtime `how`."""
     from dataclasses import asdict
 
     from propensity.registry import store
@@ -67,9 +77,10 @@ def score_on_spark(cfg: Config, day: dt.date, out: str, todo: list[layout.Shard]
         sc.pythonExec = sys.executable
     weights = storage.read_bytes(storage.join(store.version_uri(cfg, meta["version"]),
                                               store.WEIGHTS))
+    onnx = store.read_onnx(cfg, meta["version"], meta) if how == "onnx" else None
     payload = sc.broadcast(
-        {"weights": weights, "meta": meta, "cfg": cfg.model_dump_json(), "day": day.isoformat(),
-         "out": out}
+        {"weights": weights, "onnx": onnx, "meta": meta, "cfg": cfg.model_dump_json(),
+         "day": day.isoformat(), "out": out}
     )
     shards = sc.parallelize([json.dumps(asdict(s)) for s in todo], numSlices=len(todo))
     try:

@@ -32,7 +32,7 @@ from propensity.model import stats
 from propensity.model.batches import encode, length_buckets
 from propensity.model.metrics import metrics
 from propensity.model.network import PropensityModel
-from propensity.registry import store
+from propensity.registry import onnx_export, store
 from propensity.training import baseline
 from propensity.training.examples import Examples, load_examples
 from propensity.training.gate import GateRejected, decide, predict
@@ -335,10 +335,13 @@ def _train(cfg: Config, day: dt.date, cold: bool, callbacks, held: lease.Lease) 
         "warm_start": parent is not None,
         "training": fitted,
     }
+    # The ONNX artefact for fast scoring; None (logged why) leaves the version eager-only.
+    onnx = onnx_export.build(model, onnx_export.sample_batches(examples.encoded,
+                                                               examples.train_rows))
     held.check()  # a run whose lease was taken over publishes nothing
     version = store.next_version(cfg, day)
     meta = store.publish(
-        cfg, version, store.weights_bytes(model), _jsonable(meta), _jsonable(reference)
+        cfg, version, store.weights_bytes(model), _jsonable(meta), _jsonable(reference), onnx
     )
     if gate["decision"] == "approved":
         store.move_champion(cfg, version, "gate", None, "gate approved: " + _auc_line(gate))
