@@ -74,7 +74,7 @@ def data(args) -> None:
     subprocess.run(
         [exe, "daily", "--from", first.isoformat(), "--to", last.isoformat(), "--only",
          "aggregate", "--set", f"storage.root={args.dir}/data", "--set",
-         "spark.driver_memory=6g"],
+         "spark.driver_memory=6g", *[x for kv in args.set for x in ("--set", kv)]],
         check=True,
     )
     print(f"aggregate {first}..{last}: {time.perf_counter() - t:.0f} s", flush=True)
