@@ -23,8 +23,10 @@ ITEM_COLUMNS = [*ITEM_FIELDS.values(), "price"]
 
 @dataclass(frozen=True)
 class ItemPredicate:
-    """Allowed hashes per history column (None: any value) and a minimum price."""
+    """Allowed hashes per history column (None: any value) and a minimum price, of the target
+    named `target`."""
 
+    target: str = ""
     article: tuple[int, ...] | None = None
     brand: tuple[int, ...] | None = None
     category: tuple[int, ...] | None = None
@@ -33,7 +35,8 @@ class ItemPredicate:
     @classmethod
     def of(cls, target: TargetConfig) -> ItemPredicate:
         hashed = {column: target.hashed(field) for field, column in ITEM_FIELDS.items()}
-        return cls(**{c: None if v is None else tuple(v) for c, v in hashed.items()},
+        return cls(target=target.name,
+                   **{c: None if v is None else tuple(v) for c, v in hashed.items()},
                    min_price=target.min_price)
 
     @classmethod
