@@ -58,6 +58,9 @@ _ARCH_FIELDS = (
 )
 _HOURS_PER_DAY = 24.0
 COUNT_FLOOR = 0.01  # added to decayed counts before the log: "none" sits at log(0.01) = -4.6
+# The recency features (as the baseline's): days since the last event, and these kinds.
+RECENCY_OF = ("order", "add_to_cart")
+NO_EVENT_DAYS = 365.0  # recency of a kind never seen
 
 
 def _plain(value):
@@ -123,8 +126,13 @@ class PropensityModel(nn.Module):
         self.lstm = nn.LSTM(self.input_size, m.hidden_size, num_layers=1, batch_first=True)
         context_names = self.spec.context_features
         n_context = len(context_names)
-        # Decayed and windowed, per type, of all events then of each item target's.
-        self.n_counts = 2 * len(self.count_decay_hours) * len(types) * (1 + len(items))
+        # Decayed and windowed, per type, of all events then of each item target's; then per
+        # such group its events and recencies.
+        groups = 1 + len(items)
+        self.n_counts = (
+            (2 * len(self.count_decay_hours) * len(types) + 2 + len(RECENCY_OF)) * groups
+            if self.count_decay_hours else 0
+        )
         # Standardises the profile-level inputs (as the baseline regression's scaler does), so
         # the wide part's weights all learn at one pace. Fixed statistics of the training rows
         # (`fit_profile_scaler`), saved with the weights: batch statistics would not do, as
@@ -153,22 +161,28 @@ class PropensityModel(nn.Module):
 
     def _wide_mask(self, context_names: list[str]) -> torch.Tensor:
         """Which profile inputs each target's wide part reads [n_targets, P]: the context but the
-        counters, the decayed and windowed counts of all events, and the decayed counts of the
-        events on the target's own items. Regressions on every input lost to the baseline's
-        compact features (docs/train.md, "Quality": other targets' item counts cost the any-order
-        target 0.012 AUROC; the counters 0.003); the deep head still reads everything."""
+        counters; the decayed and windowed counts and the recencies of all events; the windowed
+        counts and recencies of the events on the target's own items. A regression on every
+        input lost to the baseline's compact features (docs/train.md, "Quality": other targets'
+        item counts cost the any-order target 0.012 AUROC, the counters 0.003, decayed item
+        counts the item target 0.002-0.005); the deep head still reads everything."""
         K, W = len(self.spec.types), len(self.count_decay_hours)
-        channels = K * (1 + len(self.spec.items))
+        G = 1 + len(self.spec.items)
         own = {p.target: i for i, p in enumerate(self.spec.items)}
         mask = torch.zeros(len(self.targets), len(context_names) + self.n_counts)
         plain = [i for i, n in enumerate(context_names) if n in CONTEXT_FEATURES]
         mask[:, plain] = 1
-        counts = mask[:, len(context_names) :].view(len(self.targets), 2 * W, channels)
-        counts[:, :, :K] = 1
+        if not self.n_counts:
+            return mask
+        start = len(context_names)
+        counts = mask[:, start : start + 2 * W * K * G].view(len(self.targets), 2 * W, G, K)
+        extras = mask[:, start + 2 * W * K * G :].view(len(self.targets), G, -1)
+        counts[:, :, 0] = 1  # every target: the counts of all events, and their recencies
+        extras[:, 0] = 1
         for j, name in enumerate(self.targets):
-            if name in own:
-                block = K * (1 + own[name])
-                counts[j, :W, block : block + K] = 1
+            if name in own:  # and its own items' windowed counts and recencies (not others')
+                counts[j, W:, 1 + own[name]] = 1
+                extras[j, 1 + own[name]] = 1
         return mask
 
     @classmethod
@@ -245,7 +259,38 @@ class PropensityModel(nn.Module):
         # event -age / T (recency); log1p(windowed): the counts a regression on RFM features uses.
         decayed = torch.log(counts[..., :w, :] + COUNT_FLOOR)
         windowed = torch.log1p(counts[..., w:, :])
-        return torch.cat([decayed, windowed], dim=-2).flatten(-2) * _LOG_SCALE
+        extras = self._events_and_recency(onehot, batch, age / _HOURS_PER_DAY, real, running)
+        return torch.cat([torch.cat([decayed, windowed], dim=-2).flatten(-2), extras],
+                         dim=-1) * _LOG_SCALE
+
+    def _events_and_recency(self, channels: torch.Tensor, batch: Batch, age_days: torch.Tensor,
+                            real: torch.Tensor, running: bool) -> torch.Tensor:
+        """Per channel group (all events, then each item target's): log1p(events), then
+        log1p(days since the last event, order and cart add), capped at NO_EVENT_DAYS: the
+        baseline regression's recency features, which the decayed counts only approximate.
+        The events are counted from `channels` (the one-hot of `x`: explanations credit them to
+        the events); the recencies come from the batch's own codes, so, like the context, they
+        stay at their real values along an explanation's integration path (a minimum has no
+        useful gradient)."""
+        K = len(self.spec.types)
+        *lead, C = channels.shape
+        n = channels.view(*lead, C // K, K).sum(dim=-1) * real[..., None]  # [B, T, G]
+        n = n.cumsum(dim=1) if running else n.sum(dim=1)
+        codes = nn.functional.one_hot(batch.event_type.to(age_days.device), K).to(age_days.dtype)
+        flags = batch.item_match.to(age_days.device).to(age_days.dtype)
+        every = torch.ones(*flags.shape[:-1], 1, dtype=flags.dtype, device=flags.device)
+        groups = torch.cat([every, flags], dim=-1)  # [B, T, G]: all events, each target's items
+        kinds = [torch.ones_like(codes[..., 0])]  # any event, then the kinds the baseline times
+        for kind in RECENCY_OF:
+            kinds.append(codes[..., self.spec.types.index(kind)] if kind in self.spec.types
+                         else torch.zeros_like(codes[..., 0]))
+        hit = groups.unsqueeze(-1) * torch.stack(kinds, dim=-1).unsqueeze(-2)  # [B, T, G, 1+R]
+        hit = (hit * real[..., None, None]) > 0
+        days = torch.where(hit, age_days[..., None, None], NO_EVENT_DAYS)  # [B, T, G, 1 + R]
+        last = torch.cummin(days, dim=1).values if running else days.min(dim=1).values
+        out = torch.cat([torch.log1p(n).unsqueeze(-1), torch.log1p(last.clamp(max=NO_EVENT_DAYS))],
+                        dim=-1)
+        return out.flatten(-2)  # [B, G * (2 + len(RECENCY_OF))]
 
     def _head(
         self, hidden: torch.Tensor, context: torch.Tensor, counts: torch.Tensor
