@@ -161,11 +161,12 @@ class PropensityModel(nn.Module):
 
     def _wide_mask(self, context_names: list[str]) -> torch.Tensor:
         """Which profile inputs each target's wide part reads [n_targets, P]: the context but the
-        counters; the decayed and windowed counts and the recencies of all events; the windowed
-        counts and recencies of the events on the target's own items. A regression on every
-        input lost to the baseline's compact features (docs/train.md, "Quality": other targets'
-        item counts cost the any-order target 0.012 AUROC, the counters 0.003, decayed item
-        counts the item target 0.002-0.005); the deep head still reads everything."""
+        counters; the windowed counts and the recencies of all events; for a target on items
+        those of the events on its own items, else the decayed counts of all events. A
+        regression on every input lost to the baseline's compact features (docs/train.md,
+        "Quality": other targets' item counts cost the any-order target 0.012 AUROC, the
+        counters 0.003; decayed counts gain it 0.005 and cost an item target 0.002); the deep
+        head still reads everything."""
         K, W = len(self.spec.types), len(self.count_decay_hours)
         G = 1 + len(self.spec.items)
         own = {p.target: i for i, p in enumerate(self.spec.items)}
@@ -177,12 +178,14 @@ class PropensityModel(nn.Module):
         start = len(context_names)
         counts = mask[:, start : start + 2 * W * K * G].view(len(self.targets), 2 * W, G, K)
         extras = mask[:, start + 2 * W * K * G :].view(len(self.targets), G, -1)
-        counts[:, :, 0] = 1  # every target: the counts of all events, and their recencies
+        counts[:, W:, 0] = 1  # every target: the windowed counts of all events, their recencies
         extras[:, 0] = 1
         for j, name in enumerate(self.targets):
-            if name in own:  # and its own items' windowed counts and recencies (not others')
+            if name in own:  # a target on items: its own items' too (not other targets')
                 counts[j, W:, 1 + own[name]] = 1
                 extras[j, 1 + own[name]] = 1
+            else:  # a target on event types: the decayed counts of all events as well
+                counts[j, :W, 0] = 1
         return mask
 
     @classmethod
