@@ -142,6 +142,9 @@ def test_resume_after_a_lost_shard_scores_only_that_shard(cfg):
 def test_a_crash_mid_run_leaves_no_marker_and_the_rerun_completes(cfg):
     """A malformed history in the second file fails the run after the first file's shards are
     written; once the file is repaired (same layout), the rerun scores only what is missing."""
+    # One process, so the first file's shards are done before the second file fails (with
+    # several workers the failure is reported as a failed worker instead).
+    cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"workers": 1})})
     good = write_histories(cfg, DAY, 700, files=2, row_group_size=100)
     publish_model(cfg, "2026-01-19.1")
     hist_part = storage.partition(cfg.uri("histories"), DAY)
