@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import uuid
@@ -45,6 +46,25 @@ def s3_bucket(s3_endpoint, monkeypatch):
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_root(request, tmp_path):
+    """A storage root on local disk, then in a fresh bucket on the loopback S3 endpoint."""
+    if request.param == "local":
+        return str(tmp_path / "root")
+    bucket = request.getfixturevalue("s3_bucket")
+    return f"s3://{bucket}/prefix"
+
+
+@pytest.fixture
+def root_handlers():
+    """The root logger as it was: commands replace its handlers and level."""
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = saved
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -15,15 +15,6 @@ COMMANDS = ["generate", "aggregate", "train", "score", "monitor", "explain", "da
             "models", "emr"]
 
 
-@pytest.fixture
-def root_handlers():
-    """The root logger as it was: commands replace its handlers and level."""
-    root = logging.getLogger()
-    saved, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = saved
-    root.setLevel(level)
-
 
 def test_help_lists_every_command():
     result = runner.invoke(app, ["--help"])

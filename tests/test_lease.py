@@ -21,12 +21,9 @@ from propensity.errors import ExitCode, LeaseHeld, exit_code_of
 from propensity.registry import store
 
 
-@pytest.fixture(params=["local", "s3"])
-def root(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "root")
-    bucket = request.getfixturevalue("s3_bucket")
-    return f"s3://{bucket}/prefix"
+@pytest.fixture
+def root(storage_root):
+    return storage_root
 
 
 def objects(cfg, stage="aggregate", key="dt=2026-01-20") -> list[str]:

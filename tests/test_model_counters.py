@@ -12,7 +12,7 @@ from _training_data import TS, histories_table, simulate
 
 from propensity.attribution.integrated_gradients import IG_TOLERANCE, counter_attributions
 from propensity.model import stats
-from propensity.model.batches import FeatureSpec, encode
+from propensity.model.batches import COUNTER_INPUT_COLUMNS, FeatureSpec, encode
 from propensity.model.network import PropensityModel
 
 DAY = dt.date(2026, 1, 20)
@@ -21,17 +21,7 @@ DAY = dt.date(2026, 1, 20)
 def with_counters(table: pa.Table) -> pa.Table:
     """The table with counters computed from its own lists (its window is the lists)."""
     rows = table.to_pylist()
-    cols: dict[str, list] = {
-        c: []
-        for c in (
-            "first_seen",
-            "counter_types",
-            "type_events",
-            "type_days",
-            "type_last_ts",
-            "order_value",
-        )
-    }
+    cols: dict[str, list] = {c: [] for c in COUNTER_INPUT_COLUMNS}
     for r in rows:
         types = sorted(set(r["event_type"]))
         of = {t: [ts for ts, e in zip(r["ts"], r["event_type"]) if e == t] for t in types}

@@ -12,12 +12,9 @@ import pytest
 from propensity import storage
 
 
-@pytest.fixture(params=["local", "s3"])
-def root(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "root")
-    bucket = request.getfixturevalue("s3_bucket")
-    return f"s3://{bucket}/prefix"
+@pytest.fixture
+def root(storage_root):
+    return storage_root
 
 
 def test_bytes_and_json_round_trip(root):

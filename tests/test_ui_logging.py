@@ -7,20 +7,11 @@ import json
 import logging
 import re
 
-import pytest
 from typer.testing import CliRunner
 
 from propensity.cli import app
 from propensity.ui import kv, setup_logging
 
-
-@pytest.fixture
-def root_handlers():
-    root = logging.getLogger()
-    saved, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = saved
-    root.setLevel(level)
 
 
 def test_log_lines_are_logfmt_with_an_iso_timestamp(capsys, root_handlers):
