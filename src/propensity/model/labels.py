@@ -38,21 +38,18 @@ def labels(inputs: pa.Table, later: pa.Table, cfg: Config, as_of: dt.date) -> np
     # Row of each input profile in `later` (-1 when absent there).
     where = pc.index_in(inputs.column("profile_id"), value_set=later.column("profile_id"))
     where = pc.fill_null(where, -1).to_numpy()
+    types = later.column("event_type").combine_chunks().flatten()
+    items = flat_items(later)  # flattened once for every target
     out = np.zeros((inputs.num_rows, len(cfg.targets)), dtype=np.float32)
     for j, target in enumerate(cfg.targets):
         end = start + target.horizon_days * _MS_PER_DAY
-        hit = _matches(later, target) & (ts > start) & (ts <= end)
+        is_type = pc.fill_null(pc.is_in(types, value_set=pa.array(target.event_types)), False)
+        hit = is_type.to_numpy(zero_copy_only=False) & ItemPredicate.of(target).matches(items)
+        hit &= (ts > start) & (ts <= end)
         positive = np.bincount(owner[hit], minlength=later.num_rows) > 0
         present = where >= 0
         out[present, j] = positive[where[present]]
     return out
-
-
-def _matches(later: pa.Table, target: TargetConfig) -> np.ndarray:
-    """Per flat event of `later`: whether it is of the target's types and items."""
-    types = later.column("event_type").combine_chunks().flatten()
-    is_type = pc.fill_null(pc.is_in(types, value_set=pa.array(target.event_types)), False)
-    return is_type.to_numpy(zero_copy_only=False) & item_matches(later, target)
 
 
 def item_matches(table: pa.Table, target: TargetConfig) -> np.ndarray:

@@ -242,8 +242,9 @@ class PropensityModel(nn.Module):
     def decayed_counts(self, x: torch.Tensor, batch: Batch, running: bool = False) -> torch.Tensor:
         """Counts per event type and time span T [B, n_counts] at the prediction time: first
         log(COUNT_FLOOR + sum of exp(-age / T)) for every T, then log1p(events of age <= T)
-        (`running`: [B, T, n_counts], counting only the events up to each step). From the
-        one-hot slice of `x`, padding steps masked out."""
+        (`running`: [B, T, n_counts], counting only the events up to each step), per count
+        channel; then per channel group its events and recencies (`_events_and_recency`). From
+        the one-hot slice of `x`, padding steps masked out."""
         B, T = batch.event_type.shape
         if not self.n_counts:
             return x.new_zeros((B, T, 0) if running else (B, 0))
