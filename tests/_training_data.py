@@ -65,14 +65,22 @@ def simulate(n_profiles: int, start: dt.date, end: dt.date, seed: int = 0) -> di
     return out
 
 
-def histories_table(events: dict[str, list], day: dt.date, max_events: int = 200) -> pa.Table:
-    """The snapshot at the end of `day`: each profile's events up to then, last `max_events`."""
+def histories_table(events: dict[str, list], day: dt.date, max_events: int = 200,
+                    older: bool = False) -> pa.Table:
+    """The snapshot at the end of `day`: each profile's events up to then, last `max_events`;
+    with `older`, also the `older_*` columns of the events the cap cut (as the aggregation
+    writes them, docs/aggregate.md)."""
     end = day_ms(day + dt.timedelta(days=1))
     rows = {name: [] for name in SCHEMA.names}
+    cut = {"older_ts": [], "older_event_type": [], "older_price": []}
     for pid in sorted(events):
-        kept = [e for e in events[pid] if e[0] < end][-max_events:]
+        window = [e for e in events[pid] if e[0] < end]
+        kept, dropped = window[-max_events:], window[: max(len(window) - max_events, 0)]
         if not kept:
             continue
+        cut["older_ts"].append([e[0] for e in dropped])
+        cut["older_event_type"].append([e[1] for e in dropped])
+        cut["older_price"].append([e[5] for e in dropped])
         ts = [e[0] for e in kept]
         rows["profile_id"].append(pid)
         rows["n_events"].append(len(kept))
@@ -81,7 +89,13 @@ def histories_table(events: dict[str, list], day: dt.date, max_events: int = 200
         rows["ts"].append(ts)
         for i, name in enumerate(["event_type", "article", "brand", "category", "price"], start=1):
             rows[name].append([e[i] for e in kept])
-    return pa.table(rows, schema=SCHEMA)
+    table = pa.table(rows, schema=SCHEMA)
+    if older:
+        table = table.append_column("older_ts", pa.array(cut["older_ts"], pa.list_(pa.int64())))
+        table = table.append_column("older_event_type", pa.array(cut["older_event_type"]))
+        table = table.append_column("older_price",
+                                    pa.array(cut["older_price"], pa.list_(pa.float64())))
+    return table
 
 
 def write_histories(cfg, day: dt.date, table: pa.Table) -> str:

@@ -67,6 +67,31 @@ def test_several_targets_have_their_own_horizon(tmp_path):
     assert y.tolist() == [[0.0, 1.0], [0.0, 0.0]]
 
 
+def test_labels_of_a_type_target_count_the_events_the_cap_cut(tmp_path):
+    """An order followed by more than `max_events` events is cut from the later snapshot's
+    lists; a target on event types (or a minimum price) still finds it in `older_*`, a target on
+    categories cannot (older_* keeps no category)."""
+    cfg = make_config(
+        tmp_path,
+        "targets=[{name: order_7d}, {name: big_order_7d, min_price: 30},"
+        " {name: dear_order_7d, min_price: 50}, {name: shoes_7d, categories: [boots]}]",
+    )
+    boots = cfg.targets[3].hashed("categories")[0]
+    past = event(END_IN - 3_600_000, "view", 1, 1, 1, 9.0)
+    order = event(END_IN + 60_000, "order", 7, 7, boots, 40.0)
+    views = [event(END_IN + 120_000 + i, "view", 1, 1, 1, 9.0) for i in range(5)]
+    history = {"heavy": [past, order, *views], "light": [past, order]}
+    inputs = histories_table({pid: [past] for pid in history}, START)
+    capped = histories_table(history, D, max_events=3, older=True)
+    assert capped.column("older_event_type").to_pylist()[0] == ["view", "order", "view", "view"]
+    y = labels(inputs, capped, cfg, START)
+    assert y.tolist() == [[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0]]
+    # Without the older_* columns (a version-1 snapshot) the cap decides: the order is lost.
+    v1 = capped.drop_columns(["older_ts", "older_event_type", "older_price"])
+    assert labels(inputs, v1, cfg, START).tolist() == [[0.0, 0.0, 0.0, 0.0],
+                                                       [1.0, 1.0, 0.0, 1.0]]
+
+
 def test_hash_split_is_stable_and_near_the_share(config):
     ids = pa.array([f"{i:08x}" for i in range(20_000)])
     val = is_validation(ids, config)

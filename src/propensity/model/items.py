@@ -39,6 +39,11 @@ class ItemPredicate:
                    **{c: None if v is None else tuple(v) for c, v in hashed.items()},
                    min_price=target.min_price)
 
+    @property
+    def on_ids(self) -> bool:
+        """Whether it names articles, brands or categories (not only a minimum price)."""
+        return any(getattr(self, column) is not None for column in ITEM_FIELDS.values())
+
     @classmethod
     def from_dict(cls, d: dict) -> ItemPredicate:
         """Inverse of `dataclasses.asdict` (as read back from model.json)."""
