@@ -101,7 +101,13 @@ def test_train_end_to_end_warm_start_and_gate(tmp_path, histories):
     assert meta2["parent_version"] == first and meta2["warm_start"]
     assert meta2["training"]["max_epochs"] == 1
     for name, tensor in champion_state.items():
-        torch.testing.assert_close(capture.start[name], tensor)
+        if not name.startswith("wide."):  # training.wide_part=fit: refit to D2's rows
+            torch.testing.assert_close(capture.start[name], tensor)
+    assert not torch.equal(capture.start["wide.weight"], champion_state["wide.weight"])
+    warm, _ = load_model(cfg, meta2["version"])
+    for name in ("wide.weight", "wide.bias"):  # held at that regression while the rest trained
+        torch.testing.assert_close(warm.state_dict()[name], capture.start[name])
+    assert not torch.equal(warm.state_dict()["head.3.weight"], champion_state["head.3.weight"])
     assert meta2["gate"]["champion_auc"]["order_7d"] == pytest.approx(
         meta2["gate"]["candidate_auc"]["order_7d"], abs=0.1
     )

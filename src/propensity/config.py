@@ -192,6 +192,11 @@ class TrainingConfig(_Section):
     # auto: bf16-mixed (else 16-mixed) on CUDA, 32-true on CPU
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     gradient_clip: float = Field(1.0, ge=0)  # max gradient norm, 0 = no clipping
+    # The wide part (model.wide): "fit" = every run (cold or warm) fits it as a logistic
+    # regression on its own training rows and holds it fixed while the rest trains on what it
+    # misses; "train" = trained with the rest from that fit (AdamW's steps then walk it off the
+    # regression's optimum: docs/train.md, "Quality").
+    wide_part: Literal["fit", "train"] = "fit"
     bucket_window: int = Field(64, gt=0)  # batches per length-sorted window (more: less padding)
     split_salt: str = "propensity-split-v1"  # key of the validation hash split; changing it reshuffles
     work_dir: str | None = None  # local resumable checkpoints; None = ~/.cache/propensity/train

@@ -317,14 +317,18 @@ class PropensityModel(nn.Module):
         return torch.cat([context, self.decayed_counts(self.embed(batch), batch).float()], dim=-1)
 
     @torch.no_grad()
-    def init_profile_part(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
-        """Cold start from training rows' profile inputs [N, P] and labels [N, n_targets]: their
-        standardisation, and the wide part set to a logistic regression on them (scikit-learn,
-        as the baseline), so training starts where a regression on the counts ends."""
+    def init_profile_part(self, inputs: torch.Tensor, labels: torch.Tensor,
+                          scaler: bool = True) -> None:
+        """From training rows' profile inputs [N, P] and labels [N, n_targets]: their
+        standardisation (`scaler`: a cold start; a warm start keeps the champion's, which its
+        deep part was trained on), and the wide part set to a logistic regression on them
+        (scikit-learn, as the baseline), so training starts where a regression on the counts
+        ends."""
         from sklearn.linear_model import LogisticRegression
 
-        self.profile_mean.copy_(inputs.mean(dim=0))
-        self.profile_std.copy_(inputs.std(dim=0).clamp(min=1e-3))
+        if scaler:
+            self.profile_mean.copy_(inputs.mean(dim=0))
+            self.profile_std.copy_(inputs.std(dim=0).clamp(min=1e-3))
         if self.wide is None:
             return
         z = ((inputs - self.profile_mean) / self.profile_std).double().numpy()

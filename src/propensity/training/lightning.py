@@ -145,9 +145,8 @@ class PropensityTask(pl.LightningModule):
         log.info("epoch %s", kv(**fields))
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(
-            self.model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
-        )
+        trained = [p for p in self.model.parameters() if p.requires_grad]  # not a fixed wide part
+        return torch.optim.AdamW(trained, lr=self.learning_rate, weight_decay=self.weight_decay)
 
 
 class BestWeights(pl.Callback):

@@ -217,14 +217,16 @@ def _champion_scores(cfg: Config, champion: str | None, examples: Examples,
 
 
 @torch.no_grad()
-def _init_profile_part(model: PropensityModel, examples: Examples, seed: int) -> None:
-    """Standardisation and wide part of a cold start, from a seeded sample of training rows."""
+def _init_profile_part(model: PropensityModel, examples: Examples, seed: int,
+                       scaler: bool) -> None:
+    """The wide part fit to a seeded sample of training rows, and with `scaler` (a cold start)
+    the profile inputs' standardisation."""
     sample = np.random.default_rng(seed).permutation(examples.train_rows)[:INIT_ROWS]
     sample = np.sort(sample)
     parts = length_buckets(examples.encoded.lengths[sample], 1024)
     inputs = torch.cat([model.profile_inputs(examples.encoded.batch(sample[p])) for p in parts])
     order = np.concatenate(parts)
-    model.init_profile_part(inputs, torch.from_numpy(examples.labels[sample[order]]))
+    model.init_profile_part(inputs, torch.from_numpy(examples.labels[sample[order]]), scaler)
 
 
 def _reference(cfg: Config, examples: Examples, scores: np.ndarray) -> dict:
@@ -291,8 +293,11 @@ def _train(cfg: Config, day: dt.date, cold: bool, callbacks, held: lease.Lease) 
         "training %s",
         kv(date=day, start="warm" if parent else "cold", parent=parent, epochs=epochs, work=folder),
     )
-    if parent is None:  # a warm start keeps the champion's
-        _init_profile_part(model, examples, cfg.training.seed)
+    fit_wide = cfg.training.wide_part == "fit" and model.wide is not None
+    if parent is None or fit_wide:  # a warm start keeps the champion's scaling
+        _init_profile_part(model, examples, cfg.training.seed, scaler=parent is None)
+    if fit_wide:  # held at this run's regression: the rest trains on what it misses
+        model.wide.requires_grad_(False)
     fitted = fit(cfg, examples, model, epochs, folder, callbacks)
 
     device = "cuda" if fitted["accelerator"] == "gpu" else "cpu"
