@@ -39,7 +39,7 @@ function privateTmpdir() {
   mkdirSync(process.env.TMPDIR, { recursive: true });
 }
 
-// Every <img> decoded with a size, fonts loaded; returns the images that failed.
+// Every <img> decoded with a size, fonts loaded; returns the failed ones, numbered from 1 in page order.
 async function waitForPlots(page) {
   return page.evaluate(async () => {
     await document.fonts.ready;
@@ -48,7 +48,7 @@ async function waitForPlots(page) {
     const broken = images
       .map((img, i) => ({ i, ok: results[i].status === "fulfilled" && img.naturalWidth > 0 }))
       .filter((r) => !r.ok)
-      .map((r) => r.i);
+      .map((r) => r.i + 1);
     return { count: images.length, broken };
   });
 }
@@ -69,7 +69,7 @@ async function shoot({ input, output }) {
     const { count, broken } = await waitForPlots(page);
     if (count === 0) throw new Error(`no plots (<img>) in ${input}: not a monitoring report?`);
     if (broken.length) {
-      throw new Error(`plot(s) ${broken.join(", ")} of ${count} did not render in ${input}`);
+      throw new Error(`plot(s) ${broken.join(", ")} of ${count} (in page order) did not render in ${input}`);
     }
     const { width, height } = await page.evaluate(() => ({
       width: document.documentElement.scrollWidth,
