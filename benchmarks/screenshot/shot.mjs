@@ -39,7 +39,8 @@ function privateTmpdir() {
   mkdirSync(process.env.TMPDIR, { recursive: true });
 }
 
-// Every <img> decoded with a size, fonts loaded; returns the failed ones, numbered from 1 in page order.
+// Every <img> decoded with a size, fonts loaded; returns the failed ones, numbered from 1 in
+// page order.
 async function waitForPlots(page) {
   return page.evaluate(async () => {
     await document.fonts.ready;
@@ -69,7 +70,8 @@ async function shoot({ input, output }) {
     const { count, broken } = await waitForPlots(page);
     if (count === 0) throw new Error(`no plots (<img>) in ${input}: not a monitoring report?`);
     if (broken.length) {
-      throw new Error(`plot(s) ${broken.join(", ")} of ${count} (in page order) did not render in ${input}`);
+      const which = `plot(s) ${broken.join(", ")} of ${count} (in page order)`;
+      throw new Error(`${which} did not render in ${input}`);
     }
     const { width, height } = await page.evaluate(() => ({
       width: document.documentElement.scrollWidth,
