@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -15,7 +16,10 @@ from typer.testing import CliRunner
 
 from propensity import storage
 from propensity.cli import app
+from propensity.model.batches import CONTEXT_FEATURES
 from propensity.registry import load_model, store
+from propensity.training.examples import load_examples
+from propensity.training.gate import predict
 from propensity.training.run import train
 
 pytestmark = pytest.mark.slow
@@ -152,6 +156,29 @@ def test_train_end_to_end_warm_start_and_gate(tmp_path, histories):
     assert f"baseline AUROC {base:.4f}" in summary.output and "vs baseline" in summary.output
     whole = runner.invoke(app, [*show, "--json"])
     assert json.loads(whole.stdout)["gate"] == lost["gate"]
+
+
+def test_a_model_trained_on_one_weekday_scores_the_others_on_its_scale(tmp_path, histories):
+    """On one snapshot pair the weekday of prediction time is constant: a model trained there
+    must not read another weekday as thousands of standard deviations (before the std floor,
+    such a model scored every other weekday near 0)."""
+    sets = settings(tmp_path, histories, "gate.min_auc=0",
+                    "gate.min_lift_over_baseline=-1")
+    cfg = make_config(tmp_path / "data", *sets[1:])
+    meta = train(cfg, D, cold=True)
+    assert len(meta["data"]["snapshot_pairs"]) == 1
+    model, _ = load_model(cfg, meta["version"])
+    examples = load_examples(cfg, D)
+    rows = examples.val_rows
+    scores = predict(model, examples.encoded, rows, 256)
+    first = CONTEXT_FEATURES.index("predict_weekday_0")
+    weekday = examples.encoded.context[:, first : first + 7]
+    assert (weekday.std(axis=0) == 0).all()  # one weekday on every row
+    examples.encoded.context[:, first : first + 7] = np.roll(weekday, 3, axis=1)
+    moved = predict(model, examples.encoded, rows, 256)
+    logit = np.log(scores / (1 - scores))
+    shift = np.abs(np.log(moved / (1 - moved)) - logit)
+    assert shift.mean() < 0.2 * logit.std()
 
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, histories):

@@ -61,6 +61,11 @@ COUNT_FLOOR = 0.01  # added to decayed counts before the log: "none" sits at log
 # The recency features (as the baseline's): days since the last event, and these kinds.
 RECENCY_OF = ("order", "add_to_cart")
 NO_EVENT_DAYS = 365.0  # recency of a kind never seen
+# A profile input whose spread on the training rows is below this is (nearly) constant there:
+# it is centred, not divided by its spread, which would put the first different value at
+# thousands of standard deviations (a model trained on one weekday of prediction time scored
+# every other weekday near 0, and its warm-started successors inherited that).
+STD_FLOOR = 1e-2
 
 
 def _plain(value):
@@ -317,19 +322,23 @@ class PropensityModel(nn.Module):
         return torch.cat([context, self.decayed_counts(self.embed(batch), batch).float()], dim=-1)
 
     @torch.no_grad()
-    def init_profile_part(self, inputs: torch.Tensor, labels: torch.Tensor,
-                          scaler: bool = True) -> None:
+    def init_profile_part(self, inputs: torch.Tensor, labels: torch.Tensor, cold: bool = True,
+                          fit_wide: bool = True) -> None:
         """From training rows' profile inputs [N, P] and labels [N, n_targets]: their
-        standardisation (`scaler`: a cold start; a warm start keeps the champion's, which its
-        deep part was trained on), and the wide part set to a logistic regression on them
+        standardisation, and (`fit_wide`) the wide part set to a logistic regression on them
         (scikit-learn, as the baseline), so training starts where a regression on the counts
-        ends."""
+        ends. A warm start (`cold` False) keeps the champion's standardisation, which its deep
+        part was trained on, but for the inputs that were constant on the champion's rows: the
+        champion never learned from those, so they take this run's scaling."""
         from sklearn.linear_model import LogisticRegression
 
-        if scaler:
-            self.profile_mean.copy_(inputs.mean(dim=0))
-            self.profile_std.copy_(inputs.std(dim=0).clamp(min=1e-3))
-        if self.wide is None:
+        mean, std = inputs.mean(dim=0), inputs.std(dim=0)
+        std = torch.where(std < STD_FLOOR, torch.ones_like(std), std)  # constant: centred only
+        fresh = (torch.ones_like(std, dtype=torch.bool) if cold
+                 else self.profile_std < STD_FLOOR)  # models before the floor clamped at 1e-3
+        self.profile_mean[fresh] = mean[fresh]
+        self.profile_std[fresh] = std[fresh]
+        if self.wide is None or not fit_wide:
             return
         z = ((inputs - self.profile_mean) / self.profile_std).double().numpy()
         self.wide.weight.zero_()

@@ -217,16 +217,17 @@ def _champion_scores(cfg: Config, champion: str | None, examples: Examples,
 
 
 @torch.no_grad()
-def _init_profile_part(model: PropensityModel, examples: Examples, seed: int,
-                       scaler: bool) -> None:
-    """The wide part fit to a seeded sample of training rows, and with `scaler` (a cold start)
-    the profile inputs' standardisation."""
+def _init_profile_part(model: PropensityModel, examples: Examples, seed: int, cold: bool,
+                       fit_wide: bool) -> None:
+    """The profile inputs' standardisation (`PropensityModel.init_profile_part`) and, with
+    `fit_wide`, the wide part fit to a seeded sample of training rows."""
     sample = np.random.default_rng(seed).permutation(examples.train_rows)[:INIT_ROWS]
     sample = np.sort(sample)
     parts = length_buckets(examples.encoded.lengths[sample], 1024)
     inputs = torch.cat([model.profile_inputs(examples.encoded.batch(sample[p])) for p in parts])
     order = np.concatenate(parts)
-    model.init_profile_part(inputs, torch.from_numpy(examples.labels[sample[order]]), scaler)
+    model.init_profile_part(inputs, torch.from_numpy(examples.labels[sample[order]]), cold,
+                            fit_wide)
 
 
 def _reference(cfg: Config, examples: Examples, scores: np.ndarray) -> dict:
@@ -293,10 +294,10 @@ def _train(cfg: Config, day: dt.date, cold: bool, callbacks, held: lease.Lease) 
         "training %s",
         kv(date=day, start="warm" if parent else "cold", parent=parent, epochs=epochs, work=folder),
     )
-    fit_wide = cfg.training.wide_part == "fit" and model.wide is not None
-    if parent is None or fit_wide:  # a warm start keeps the champion's scaling
-        _init_profile_part(model, examples, cfg.training.seed, scaler=parent is None)
-    if fit_wide:  # held at this run's regression: the rest trains on what it misses
+    fixed_wide = cfg.training.wide_part == "fit" and model.wide is not None
+    _init_profile_part(model, examples, cfg.training.seed, cold=parent is None,
+                       fit_wide=parent is None or fixed_wide)
+    if fixed_wide:  # held at this run's regression: the rest trains on what it misses
         model.wide.requires_grad_(False)
     fitted = fit(cfg, examples, model, epochs, folder, callbacks)
 
