@@ -6,7 +6,8 @@ Run (by hand, not in CI):
     .venv/bin/python benchmarks/bench_train.py quality --dir /tmp/bench-train
     .venv/bin/python benchmarks/bench_train.py speed   --dir /tmp/bench-train [--rows 30000]
 
-data:    `propensity generate` (Parquet) then the histories of every day the snapshot pairs
+data:    `propensity generate` (Parquet; `--session-events F` for a stream F times as dense
+         in events per session, e.g. 8) then the histories of every day the snapshot pairs
          need (`daily --only aggregate`: a full rebuild, then incremental days), D the last day.
 quality: trains with the real job (cold, every snapshot pair), then for each target (or
          `--target NAME`) on the validation rows of every pair (and separately the gate's: the
@@ -65,7 +66,7 @@ def data(args) -> None:
     cfg = config(args.dir, *args.set)
     t = time.perf_counter()
     generate_stream(cfg.uri("events"), START, args.days, args.profiles, seed=1, fmt="parquet",
-                    targets=cfg.targets)
+                    targets=cfg.targets, session_events=args.session_events)
     print(f"generate: {time.perf_counter() - t:.0f} s", flush=True)
     last = START + dt.timedelta(days=args.days - 1)
     first = last - dt.timedelta(days=cfg.horizon_days + args.pairs - 1)
@@ -336,6 +337,8 @@ def main() -> None:
     d.add_argument("--profiles", type=int, default=200_000)
     d.add_argument("--days", type=int, default=35)
     d.add_argument("--pairs", type=int, default=7, help="snapshot pairs to aggregate for")
+    d.add_argument("--session-events", type=float, default=1.0, metavar="FACTOR",
+                   help="factor on the mean events per session (8: a dense stream)")
     q = sub.add_parser("quality")
     q.add_argument("--epochs", type=int, default=12)
     q.add_argument("--batch-size", type=int, default=128)

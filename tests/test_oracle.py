@@ -47,9 +47,10 @@ PROFILES = [
 ]  # fmt: skip
 
 
-def brute_force(obs, grid, arrival, weekdays, horizons):
+def brute_force(obs, grid, arrival, weekdays, horizons, session_events):
     """P(node, state on D+1 | days 0..D) and P(order in D+1..D+H), by summing over every arrival
-    day and every latent path (full pmfs, constants included), for a profile seen by day D."""
+    day and every latent path (full pmfs, constants included), for a profile seen by day D of a
+    stream with `session_events` times the planted mean events per session."""
     a, b, prior = grid.activity, grid.affinity, grid.weight
     last = len(obs) - 1
     joint = np.zeros((len(prior), 5))  # P(node, state on D, observations)
@@ -63,7 +64,9 @@ def brute_force(obs, grid, arrival, weekdays, horizons):
                 d = start + t
                 n, types, ordered = obs[d]
                 forced = ordered or (d == start and start > 0)
-                lik = lik * emission(n, types, ordered, forced, s, a, b, weekdays[d])
+                lik = lik * emission(
+                    n, types, ordered, forced, s, a, b, weekdays[d], session_events
+                )
                 if t + 1 < len(path):
                     lik = lik * (bm.AFTER_ORDER if ordered else bm.STAY)[s, path[t + 1]]
             joint[:, path[-1]] += lik
@@ -85,9 +88,10 @@ def brute_force(obs, grid, arrival, weekdays, horizons):
     return tomorrow, np.array(p)
 
 
-def emission(n, types, ordered, forced, s, a, b, weekday):
+def emission(n, types, ordered, forced, s, a, b, weekday, session_events):
     """P(a day's counts | state s) on every node: order clock, censored Poisson sessions,
-    negative-binomial events over the sessions, multinomial types."""
+    negative-binomial events over the sessions (each geometric with mean session_events x the
+    planted mean), multinomial types."""
     w = bm.WEEKDAY[weekday]
     q = 1.0 - np.exp(-b * bm.ORDER_RATE[s] * w)
     lam = a * bm.SESSION_RATE[s] * w
@@ -98,7 +102,7 @@ def emission(n, types, ordered, forced, s, a, b, weekday):
     if n == 0:
         events = 1.0 if e == 0 else 0.0
     else:
-        g = 1.0 / bm.EVENTS_PER_SESSION[s]
+        g = 1.0 / (session_events * bm.EVENTS_PER_SESSION[s])
         events = math.comb(e - 1, n - 1) * g**n * (1 - g) ** (e - n) if e >= n else 0.0
     mult = math.factorial(e) / math.prod(math.factorial(int(c)) for c in types)
     mult *= math.prod(bm.MIX[s, k] ** int(c) for k, c in enumerate(types))
@@ -127,17 +131,19 @@ def sub(o: Observed, lo: int, hi: int) -> Observed:
     return Observed(o.sessions[lo:hi], o.types[lo:hi], o.ordered[lo:hi])
 
 
-def check_against_brute_force(profiles, weekdays, run_days):
+def check_against_brute_force(profiles, weekdays, run_days, session_events):
     grid = prior_grid(3, 2)
     arrival = arrival_prior(run_days)
     horizons = [1, 3]
-    oracle = ObservableOracle(len(profiles), arrival, horizons, grid, dtype=np.float64)
+    oracle = ObservableOracle(
+        len(profiles), arrival, horizons, grid, dtype=np.float64, session_events=session_events
+    )
     days_obs = [[p[d] for p in profiles] for d in range(len(profiles[0]))]
     checked = 0
     for d, which, tomorrow, p in run_oracle(oracle, days_obs, weekdays):
         for row, i in enumerate(which):
             want_tomorrow, want_p = brute_force(
-                profiles[i][: d + 1], grid, arrival, weekdays, horizons
+                profiles[i][: d + 1], grid, arrival, weekdays, horizons, session_events
             )
             np.testing.assert_allclose(tomorrow[row].T, want_tomorrow, rtol=0, atol=1e-9)
             np.testing.assert_allclose(p[row], want_p, rtol=1e-9, atol=1e-12)
@@ -145,16 +151,23 @@ def check_against_brute_force(profiles, weekdays, run_days):
     return checked
 
 
-def test_filter_matches_enumerating_every_path():
+# The planted stream, a sparser one (every state's mean still above one event) and the dense
+# stream of `--session-events 8`.
+SESSION_EVENTS = [1.0, 0.5, 8.0]
+
+
+@pytest.mark.parametrize("session_events", SESSION_EVENTS)
+def test_filter_matches_enumerating_every_path(session_events):
     weekdays = [(START.weekday() + d) % 7 for d in range(5)]
-    checked = check_against_brute_force(PROFILES, weekdays, run_days=6)
+    checked = check_against_brute_force(PROFILES, weekdays, 6, session_events)
     assert checked == 2 + 3 + 4 + 4 + 5  # profiles seen by day 0, 1, 2, 3, 4
 
 
-def test_filter_matches_enumerating_every_path_on_simulated_days():
+@pytest.mark.parametrize("session_events", SESSION_EVENTS)
+def test_filter_matches_enumerating_every_path_on_simulated_days(session_events):
     """The counts the generator collects, for a handful of its profiles."""
     days, n = 4, 12
-    world = World(2, n, days)
+    world = World(2, n, days, session_events=session_events)
     profiles = [[] for _ in range(n)]
     weekdays = []
     for d in range(days):
@@ -167,7 +180,26 @@ def test_filter_matches_enumerating_every_path_on_simulated_days():
         for i in range(n):
             profiles[i].append((int(o.sessions[i]), o.types[i].copy(), bool(o.ordered[i])))
         world.advance(rng, 0, n, state, ordered)
-    assert check_against_brute_force(profiles, weekdays, run_days=days) > 10
+    assert check_against_brute_force(profiles, weekdays, days, session_events) > 10
+
+
+def test_the_factor_moves_the_filter():
+    """The days above tell the factors apart, so the brute-force cases check that the filter
+    uses the factor: the same days read at 1 and at 8 give other predictions."""
+    days_obs = [[p[d] for p in PROFILES] for d in range(len(PROFILES[0]))]
+    weekdays = [(START.weekday() + d) % 7 for d in range(5)]
+    last = {}
+    for factor in (1.0, 8.0):
+        oracle = ObservableOracle(
+            len(PROFILES), arrival_prior(6), [3], prior_grid(3, 2), np.float64,
+            session_events=factor,
+        )  # fmt: skip
+        *_, (_, which, _, p) = run_oracle(oracle, days_obs, weekdays)
+        last[factor] = p[:, 0]
+    assert len(which) == 5
+    # Far beyond the brute force's tolerance (1e-9); small, as a few days of sessions say
+    # little about the state either way.
+    assert np.abs(last[1.0] - last[8.0]).max() > 1e-3
 
 
 def simulate(profiles: int, days: int, seed: int, horizon: int):

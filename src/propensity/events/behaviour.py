@@ -52,8 +52,13 @@ AFTER_ORDER = np.array(
 ORDER_RATE = np.array([0.0003, 0.003, 0.02, 0.25, 0.001])
 # Mean sessions per day at activity 1 and weekday weight 1.
 SESSION_RATE = np.array([0.05, 0.45, 0.8, 1.2, 0.3])
-# Mean events per session (geometric, at least one), before the order funnel is added.
+# Mean events per session (geometric, at least one), before the order funnel is added; a run's
+# means are these times its `--session-events` factor (`events_per_session`).
 EVENTS_PER_SESSION = np.array([2.5, 4.0, 6.0, 7.0, 3.0])
+# Largest `--session-events` factor: it bounds a day's events in memory. Measured: at 20 a chunk
+# of 50,000 profiles has about 2.4 million events a day (at 1: 120,000), and simulating it peaks
+# near 1.6 GB (at 8: 1.0 million, 0.7 GB).
+SESSION_EVENTS_MAX = 20.0
 
 # Event types a session draws from (orders come only from the order clock, as a funnel).
 SESSION_TYPES = (
@@ -100,6 +105,20 @@ BRAND_BOOST = 12.0
 
 ACTIVITY_SIGMA = 1.3  # lognormal spread of per-profile activity: the heavy tail
 AFFINITY_SIGMA = 1.0  # lognormal spread of per-profile buyer affinity
+
+
+def events_per_session(factor: float = 1.0) -> np.ndarray:
+    """Mean events per session by state in a stream `factor` times as dense as the planted one
+    (1: EVENTS_PER_SESSION itself). ValueError naming `--session-events` unless every mean stays
+    above one event (a geometric count is at least one) and `factor` <= SESSION_EVENTS_MAX."""
+    low = 1.0 / EVENTS_PER_SESSION.min()
+    if not low < factor <= SESSION_EVENTS_MAX:  # NaN fails too
+        raise ValueError(
+            f"--session-events must be a factor above {low:g} (every state's mean of "
+            f"{EVENTS_PER_SESSION.tolist()} events per session times it stays above one event) "
+            f"and at most {SESSION_EVENTS_MAX:g}, not {factor:g}"
+        )
+    return EVENTS_PER_SESSION * factor
 
 
 def order_hazard(affinity: np.ndarray, weekday: int) -> np.ndarray:

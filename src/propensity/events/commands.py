@@ -10,6 +10,7 @@ import typer
 
 from propensity.cli_options import ConfigOption, SetOption, load, parse_date
 from propensity.errors import UsageError
+from propensity.events import behaviour as bm
 from propensity.events.generate import Fault, generate_stream
 from propensity.ui import console
 
@@ -34,7 +35,8 @@ def generate(
         typer.Option(
             "--profiles",
             metavar="N",
-            help="Profiles in the shop (about 1.4 records per profile and day: 470000 x 30 days = 20M).",
+            help="Profiles in the shop (about 1.4 records per profile and day: 470000 x 30 days = "
+            "20M; about --session-events times that).",
             show_default=False,
         ),
     ],
@@ -72,6 +74,18 @@ def generate(
             show_default=False,
         ),
     ] = None,
+    session_events: Annotated[
+        float,
+        typer.Option(
+            "--session-events",
+            metavar="FACTOR",
+            help=f"Multiply the mean events per session ({bm.EVENTS_PER_SESSION.min():g} to "
+            f"{bm.EVENTS_PER_SESSION.max():g} by intent state) by FACTOR, in "
+            f"({1 / bm.EVENTS_PER_SESSION.min():g}, {bm.SESSION_EVENTS_MAX:g}]: 1 is the planted "
+            "stream, byte for byte; 8 a dense stream (grocery baskets, heavy browsing). The "
+            "observable oracle assumes the same.",
+        ),
+    ] = 1.0,
     config: ConfigOption = None,
     sets: SetOption = None,
 ) -> None:
@@ -101,6 +115,7 @@ def generate(
             fields=cfg.events.fields,
             targets=cfg.targets,
             faults=planted,
+            session_events=session_events,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None

@@ -233,6 +233,7 @@ def generate_stream(
     targets: list[TargetConfig] | None = None,
     observable: bool = True,
     faults: list[Fault] | None = None,
+    session_events: float = 1.0,
 ) -> Summary:
     """Write `days` daily partitions of events under `out`, and the truth under `out/_truth`.
 
@@ -241,7 +242,10 @@ def generate_stream(
     any-order horizons in days (default `{"p_order_7d": 7}`); not both. With `observable`, each
     gets a column `<name>_observable` from the observable oracle (the events are the same bytes
     either way). `faults` plant problems from their day on (the stream before the earliest
-    fault's day is unchanged). Raises ValueError on bad arguments (the message names the option).
+    fault's day is unchanged). `session_events` multiplies the mean events per session (1: the
+    planted stream, byte for byte; 8: a dense stream, like grocery baskets or heavy browsing),
+    for the observable oracle too. Raises ValueError on bad arguments (the message names the
+    option).
     """
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -261,10 +265,12 @@ def generate_stream(
         wanted = truth_targets(targets)
     else:
         wanted = [TruthTarget(k, h) for k, h in (horizons or {"p_order_7d": 7}).items()]
-    world = World(seed, profiles, days, max([7, *(t.horizon_days for t in wanted)]))
+    world = World(seed, profiles, days, max([7, *(t.horizon_days for t in wanted)]), session_events)
     ahead, matching = Truth.horizons(wanted)
     oracle = (
-        ObservableOracle(profiles, arrival_prior(days), ahead, matching=matching)
+        ObservableOracle(
+            profiles, arrival_prior(days), ahead, matching=matching, session_events=session_events
+        )
         if observable
         else None
     )
@@ -351,6 +357,7 @@ def generate_stream(
             "profiles": profiles,
             "format": fmt,
             "bad_share": bad_share,
+            "session_events": float(session_events),
             "faults": [f.describe() for f in faults],
             "field_names": renderer.names,
             "truth_columns": {t.column: t.horizon_days for t in wanted},
@@ -415,8 +422,12 @@ class Writes:
 class World:
     """The profiles (fixed traits and today's latent state) and the catalogue of one run."""
 
-    def __init__(self, seed: int, profiles: int, days: int, horizon: int = 7):
-        """`horizon`: the longest truth horizon, so that realised orders are kept that long."""
+    def __init__(
+        self, seed: int, profiles: int, days: int, horizon: int = 7, session_events: float = 1.0
+    ):
+        """`horizon`: the longest truth horizon, so that realised orders are kept that long;
+        `session_events`: the factor on the mean events per session (`bm.events_per_session`)."""
+        self.events_per_session = bm.events_per_session(session_events)  # by state
         rng = np.random.default_rng([seed])
         s = bm.ACTIVITY_SIGMA
         self.activity = rng.lognormal(-s * s / 2, s, profiles)  # mean 1, heavy tail
@@ -471,7 +482,7 @@ class World:
         n_sessions = int(sessions.sum())
         sess_profile = np.repeat(np.arange(n), sessions)
         sess_state = s[sess_profile]
-        base = rng.geometric(1.0 / bm.EVENTS_PER_SESSION[sess_state])
+        base = rng.geometric(1.0 / self.events_per_session[sess_state])
         funnel = np.zeros(n_sessions, np.int64)
         first_session = np.cumsum(sessions) - sessions
         funnel[first_session[ordered]] = len(FUNNEL)  # the order closes the day's first session
@@ -497,6 +508,7 @@ class World:
         duration = (
             offset[sess_first_event + per_session - 1] if n_sessions else np.zeros(0, np.int64)
         )
+        squeeze_into_day(offset, duration, ev_sess)
         hour = rng.choice(24, size=n_sessions, p=bm.HOUR)
         begin = hour * 3_600_000 + rng.integers(0, 3_600_000, n_sessions)
         begin = np.clip(np.minimum(begin, DAY_MS - 1 - duration), 0, None)
@@ -619,7 +631,7 @@ class World:
             "transition_after_order": bm.AFTER_ORDER.tolist(),
             "order_rate_per_day": bm.ORDER_RATE.tolist(),
             "sessions_per_day": bm.SESSION_RATE.tolist(),
-            "events_per_session": bm.EVENTS_PER_SESSION.tolist(),
+            "events_per_session": self.events_per_session.tolist(),
             "session_types": list(bm.SESSION_TYPES),
             "session_type_mix": bm.MIX.tolist(),
             "initial_state_present": bm.INITIAL_PRESENT.tolist(),
@@ -645,6 +657,18 @@ def arrival_prior(days: int) -> np.ndarray:
     if days == 1:
         return np.ones(1)
     return np.array([PRESENT_SHARE] + [(1 - PRESENT_SHARE) / (days - 1)] * (days - 1))
+
+
+def squeeze_into_day(offset: np.ndarray, duration: np.ndarray, ev_sess: np.ndarray) -> None:
+    """Scale, in place, the event offsets of every session longer than a day (only the tail of
+    a dense stream's sessions: `--session-events`) to span DAY_MS - 1, so that all its events stay
+    on their day, in their order; `duration` (per session) follows. No truth reads the times."""
+    too_long = duration > DAY_MS - 1
+    if not too_long.any():  # nearly always (at factor 1, in practice always)
+        return
+    e = np.flatnonzero(too_long[ev_sess])
+    offset[e] = offset[e] * (DAY_MS - 1) // duration[ev_sess[e]]
+    duration[too_long] = DAY_MS - 1
 
 
 SESSION_CODES = np.array([CODE[t] for t in bm.SESSION_TYPES], np.int8)

@@ -17,12 +17,13 @@ path); the grid is the only approximation.
 What a day shows of a profile (`Observed`): its number of sessions, its session events by type
 (the order funnel left out: it is deterministic given an order) and whether it ordered. The
 likelihood of a day is the generator's: the order clock; Poisson sessions, at least one when the
-profile orders or arrives that day (a censored count); geometric events per session (so only
-their total and the session count matter); a categorical type per event. A profile's first
-session after day 0 is either that of a profile present and quiet since day 0 or the forced
-session of an arrival that day: both hypotheses are kept with their prior weights, and merge
-into one posterior after that day (the model is the same from then on). Late and duplicate
-deliveries and the aggregator's truncation are ignored: the oracle reads the simulation's counts.
+profile orders or arrives that day (a censored count); geometric events per session, with the
+run's means (`behaviour.events_per_session`: `--session-events`; only their total and the
+session count matter); a categorical type per event. A profile's first session after day 0 is
+either that of a profile present and quiet since day 0 or the forced session of an arrival
+that day: both hypotheses are kept with their prior weights, and merge into one posterior after
+that day (the model is the same from then on). Late and duplicate deliveries and the
+aggregator's truncation are ignored: the oracle reads the simulation's counts.
 
 Item targets (an order in chosen categories, of chosen brands, ...): the profile's match share m
 (the chance that an ordered article matches) is independent of the state and grid node given
@@ -149,11 +150,14 @@ class ObservableOracle:
         grid: Grid | None = None,
         dtype: type = np.float32,
         matching: list[int] = (),
+        session_events: float = 1.0,
     ):
         """`arrival[d]`: prior probability that a profile arrives on day d (day 0: present from
         the start); `horizons`: the H (days) to predict; `matching`: the H of item targets
         (`predict` then needs their match moments); `dtype` of the stored posteriors
-        (float32 halves the memory; float64 keeps the filter exact to rounding, for tests)."""
+        (float32 halves the memory; float64 keeps the filter exact to rounding, for tests);
+        `session_events`: the stream's factor on the mean events per session (the generator's
+        `--session-events`), so that the likelihood is that of the stream observed."""
         self.grid = grid if grid is not None else prior_grid()
         self.arrival = np.asarray(arrival, np.float64)
         self.horizons = list(horizons)
@@ -173,7 +177,8 @@ class ObservableOracle:
         self._ahead: dict[int, np.ndarray] = {}  # j -> (5G, horizons + 1): see `predict`
         self._log_mix = np.log(np.where(bm.MIX > 0, bm.MIX, 1.0)).T  # (N_TYPES, 5)
         self._never = (bm.MIX == 0).T.astype(np.int64)  # types a state never draws
-        p = 1.0 / bm.EVENTS_PER_SESSION  # geometric success probability per state
+        self.session_events = session_events
+        p = 1.0 / bm.events_per_session(session_events)  # geometric success probability per state
         self._log_p, self._log_1mp = np.log(p), np.log1p(-p)
         self._stay_t, self._after_order_t = bm.STAY.T.astype(dtype), bm.AFTER_ORDER.T.astype(dtype)
 
@@ -337,8 +342,9 @@ class ObservableOracle:
         return out
 
     def describe(self) -> dict:
-        """The grid, for `generator.json`."""
+        """The grid and the events per session it assumes, for `generator.json`."""
         return {
+            "session_events": self.session_events,
             "grid_activity": self.grid.activity.tolist(),
             "grid_affinity": self.grid.affinity.tolist(),
             "grid_weight": self.grid.weight.tolist(),
