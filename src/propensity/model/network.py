@@ -73,15 +73,26 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def log_age(batch: Batch) -> torch.Tensor:
-    """log1p(hours from each event to the prediction time) [B, T], from the batch's gaps and
-    its time since the last event: the sum of the gaps after the event plus that time. Gives the
-    LSTM each event's recency directly (summing gaps over a long history is hard for it to
-    learn). Padding gaps are 0, so real steps never depend on padding."""
-    gap = torch.expm1(batch.log_gap.float())
+def age_hours(batch: Batch) -> torch.Tensor:
+    """Hours from each event to the prediction time [B, T], float64: the sum of the batch's
+    gaps after the event plus its time since the last event. In float64 because the windowed
+    counts compare it with their spans (`age <= T`): a float32 sum over 200 gaps and 180 days
+    is off by ~1e-4 hours, a different ~1e-4 in every runtime (kernels sum in other orders), so
+    an event that close to a window's edge was counted in one runtime and not in another
+    (docs/score.md, "Runtime"); in float64 the runtimes differ by ~1e-12 hours, far below the
+    float32 rounding of the encoded gaps, and every float32 feature made from it is the same.
+    Padding gaps are 0, so real steps never depend on padding."""
+    gap = torch.expm1(batch.log_gap.double())
     after = gap.sum(dim=1, keepdim=True) - gap.cumsum(dim=1)  # gaps of the later events
-    since_last = torch.expm1(batch.context[:, _SINCE_LAST].float()).unsqueeze(1)
-    return torch.log1p((after + since_last).clamp(min=0)).to(batch.log_gap.dtype)
+    since_last = torch.expm1(batch.context[:, _SINCE_LAST].double()).unsqueeze(1)
+    return (after + since_last).clamp(min=0)
+
+
+def log_age(batch: Batch) -> torch.Tensor:
+    """log1p(hours from each event to the prediction time) [B, T] (`age_hours`). Gives the
+    LSTM each event's recency directly (summing gaps over a long history is hard for it to
+    learn)."""
+    return torch.log1p(age_hours(batch)).to(batch.log_gap.dtype)
 
 
 class PropensityModel(nn.Module):
@@ -255,8 +266,8 @@ class PropensityModel(nn.Module):
             return x.new_zeros((B, T, 0) if running else (B, 0))
         steps = torch.arange(T, device=x.device)
         real = (steps[None, :] < batch.lengths.to(x.device)[:, None]).to(x.dtype)  # [B, T]
-        age = torch.expm1(log_age(batch).to(x.device).float()).clamp(min=0)  # hours [B, T]
-        tau = torch.tensor(self.count_decay_hours, device=x.device)
+        age = age_hours(batch).to(x.device)  # float64 [B, T]: see `age_hours`
+        tau = torch.tensor(self.count_decay_hours, dtype=age.dtype, device=x.device)
         span = age.unsqueeze(-1) / tau  # [B, T, W]
         weights = torch.cat([torch.exp(-span), (span <= 1).to(span.dtype)], dim=-1)
         weights = weights.to(x.dtype) * real.unsqueeze(-1)  # [B, T, 2W]
@@ -268,7 +279,8 @@ class PropensityModel(nn.Module):
         # event -age / T (recency); log1p(windowed): the counts a regression on RFM features uses.
         decayed = torch.log(counts[..., :w, :] + COUNT_FLOOR)
         windowed = torch.log1p(counts[..., w:, :])
-        extras = self._events_and_recency(onehot, batch, age / _HOURS_PER_DAY, real, running)
+        days = (age / _HOURS_PER_DAY).float()
+        extras = self._events_and_recency(onehot, batch, days, real, running)
         return torch.cat([torch.cat([decayed, windowed], dim=-2).flatten(-2), extras],
                          dim=-1) * _LOG_SCALE
 
