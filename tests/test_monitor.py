@@ -64,6 +64,8 @@ def test_unshifted_input_passes_every_check(config):
     page = storage.read_bytes(storage.join(part, "report.html")).decode()
     assert page.count("data:image/png;base64,") >= 3 and "No alert" in page
     assert page.index("No alert") < page.index("Reference:")  # the verdict first
+    assert "img{max-width:100%" in page  # no plot wider than a reader's window
+    assert "Trend (last 1 report)" in page  # the first report of the run: today's alone
 
 
 def test_shifted_input_is_detected_and_exits_11(config):
@@ -126,6 +128,11 @@ def test_quality_on_matured_labels_uses_the_trainers_labels(config):
     assert got["auc_drop"] == pytest.approx(0.99 - got["auroc"])
     assert got["passed"] is False and report["quality_alert"]
     assert sum(b["count"] for b in got["calibration"]["bins"]) == len(p)
+    # The report says how its calibration bins were made and how many rows each holds.
+    page = storage.read_bytes(storage.join(storage.partition(config.uri("reports"), DAY),
+                                           "report.html")).decode()
+    counts = ", ".join(f"{b['count']:,}" for b in got["calibration"]["bins"])
+    assert f"rows per bin {counts}" in page
 
 
 def test_drift_statistics():

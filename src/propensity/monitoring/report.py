@@ -16,10 +16,14 @@ import html
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 
 from propensity.plots import img_tag, pyplot
 
 _CUR, _REF = "#1f77b4", "#ff7f0e"
+PANELS_PER_ROW = 3  # three panels of 4-4.6 in at 90 dpi fit the page in a 1280 px window
+TREND_CLIP = 3.0  # trend panels show value / threshold up to this; points above are clipped
+MIN_BIN_ROWS = 30  # a calibration bin with fewer rows is drawn hollow: too few to judge by
 
 
 def _shares(counts) -> np.ndarray:
@@ -27,19 +31,50 @@ def _shares(counts) -> np.ndarray:
     return c / c.sum() if c.sum() else c
 
 
-def _hist_panel(ax, title, cur, ref, log_x=False):
-    """Bar shares of today against the reference's shares as a step line, bin by bin."""
-    n = len(cur["counts"])
-    x = np.arange(n)
-    ax.bar(x, _shares(cur["counts"]), width=0.9, color=_CUR, alpha=0.7, label="today")
-    if ref is not None and ref.get("edges") == cur["edges"]:
-        ax.step(x, _shares(ref["counts"]), where="mid", color=_REF, lw=2, label="reference")
-    edges = cur["edges"]
-    ticks = x[:: max(1, n // 6)]
-    ax.set_xticks(ticks, [f"{edges[i]:g}" for i in ticks], fontsize=7)
-    ax.set_title(title, fontsize=9)
+def _grid(plt, panels: int, width: float, height: float):
+    """A figure of `panels` axes, at most PANELS_PER_ROW a row so that the page fits its
+    window; the cells left over in the last row are switched off. Constrained layout, so that
+    legends placed outside the axes get their room."""
+    cols = min(max(panels, 1), PANELS_PER_ROW)
+    rows = -(-max(panels, 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
+                             layout="constrained")
+    flat = list(axes.ravel())
+    for ax in flat[panels:]:
+        ax.axis("off")
+    return fig, flat[:panels]
+
+
+def _legend_below(ax, ncol: int = 2) -> None:
+    """The legend under the axes, below the tick labels: it never covers data."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=ncol, fontsize=7,
+              frameon=False)
+
+
+def _edge_ticks(ax, edges, most: int = 8) -> None:
+    """Ticks on the bin edges of a panel whose bin i spans [i, i + 1]: every bin is as wide as
+    the next on the page (the edges are quantiles or log-like steps), each tick labelled with
+    the edge's real value, at most `most` of them so that the labels stay large and flat."""
+    step = -(-(len(edges) - 1) // (most - 1))
+    idx = list(range(0, len(edges), max(step, 1)))
+    ax.set_xticks(idx, [_edge_label(edges[i]) for i in idx], fontsize=7)
+    ax.set_xlim(0, len(edges) - 1)
+
+
+def _edge_label(edge: float) -> str:
+    return f"{edge:,.0f}" if edge >= 1000 else f"{edge:.3g}"  # 2,000 rather than 2e+03
+
+
+def _bins_against_reference(ax, counts, ref_counts, edges, labels=("today", "reference")):
+    """Today's shares as bars, the reference's as a step line over the same bins (bin i on
+    [i, i + 1]): the line's first and last bins are whole, as wide as their bars."""
+    n = len(counts)
+    ax.bar(np.arange(n), _shares(counts), width=1.0, align="edge", color=_CUR, alpha=0.7,
+           edgecolor="white", lw=0.5, label=labels[0])
+    if ref_counts is not None:
+        ax.stairs(_shares(ref_counts), np.arange(n + 1), color=_REF, lw=2, label=labels[1])
+    _edge_ticks(ax, edges)
     ax.tick_params(axis="y", labelsize=7)
-    ax.legend(fontsize=6)
 
 
 def score_figure(checks: list[dict]):
@@ -47,58 +82,55 @@ def score_figure(checks: list[dict]):
     (about equal reference shares by construction: a flat orange line is the reference)."""
     plt = pyplot()
     psis = [c for c in checks if c["statistic"] == "psi" and c["value"] is not None]
-    fig, axes = plt.subplots(1, max(len(psis), 1), figsize=(4.6 * max(len(psis), 1), 3.0),
-                             squeeze=False)
-    for ax, c in zip(axes[0], psis):
+    fig, axes = _grid(plt, len(psis), 4.6, 3.2)
+    for ax, c in zip(axes, psis):
         d = c["detail"]
-        x = np.arange(len(d["counts"]))
-        ax.bar(x, _shares(d["counts"]), width=0.8, color=_CUR, alpha=0.7,
-               label=f"today (n={c['n']:,})")
-        ax.step(x, _shares(d["reference_counts"]), where="mid", color=_REF, lw=2,
-                label=f"reference (n={c['reference_n']:,})")
-        edges = d["edges"]
-        ax.set_xticks(x, [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in x], rotation=60,
-                      fontsize=6)
+        _bins_against_reference(ax, d["counts"], d["reference_counts"], d["edges"],
+                                (f"today (n={c['n']:,})", f"reference (n={c['reference_n']:,})"))
         ax.set_title(f"{c['name'].split(':')[-1]}: PSI {c['value']:.3f} "
                      f"(threshold {c['threshold']:.3f})", fontsize=9)
+        ax.set_xlabel("score, at the bins' edges", fontsize=8)
         ax.set_ylabel("share of profiles", fontsize=8)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        _legend_below(ax)
     return fig
+
+
+# What each numeric input's histogram counts (stats.summarize): the y-axis label.
+_UNIT = {"price": "share of events with a price"}
 
 
 def input_figure(current: dict, reference: dict):
+    """Each input's histogram today against the reference's, then the event-type mix and the
+    null shares; one legend for the figure (today blue, reference orange in every panel)."""
     plt = pyplot()
     numeric = list(current["numeric"])
-    fig, axes = plt.subplots(2, 3, figsize=(13, 5.6))
-    flat = axes.ravel()
+    fig, flat = _grid(plt, len(numeric) + 2, 4.3, 2.8)
     for ax, name in zip(flat, numeric):
-        _hist_panel(ax, name.replace("_", " "), current["numeric"][name],
-                    reference.get("numeric", {}).get(name))
-    ax = flat[len(numeric)]
-    types = list(current["event_types"]["shares"])
-    x = np.arange(len(types))
-    ref_shares = reference.get("event_types", {}).get("shares", {})
-    ax.bar(x - 0.2, [current["event_types"]["shares"][t] for t in types], 0.4, color=_CUR,
-           label="today")
-    ax.bar(x + 0.2, [ref_shares.get(t, 0) for t in types], 0.4, color=_REF, label="reference")
-    ax.set_xticks(x, types, rotation=45, ha="right", fontsize=7)
-    ax.set_title("event-type mix (histories)", fontsize=9)
-    ax.legend(fontsize=7)
-    ax = flat[len(numeric) + 1]
-    fields = list(current["null_shares"])
-    x = np.arange(len(fields))
-    ref_nulls = reference.get("null_shares", {})
-    ax.bar(x - 0.2, [current["null_shares"][f] for f in fields], 0.4, color=_CUR,
-           label="today")
-    ax.bar(x + 0.2, [ref_nulls.get(f, 0) for f in fields], 0.4, color=_REF, label="reference")
-    ax.set_xticks(x, fields, fontsize=7)
-    ax.set_title("null share per field", fontsize=9)
-    ax.legend(fontsize=7)
-    for a in flat[len(numeric) + 2 :]:
-        a.axis("off")
-    fig.tight_layout()
+        cur, ref = current["numeric"][name], reference.get("numeric", {}).get(name)
+        same = ref is not None and ref.get("edges") == cur["edges"]
+        _bins_against_reference(ax, cur["counts"], ref["counts"] if same else None,
+                                cur["edges"])
+        ax.set_title(name.replace("_", " "), fontsize=9)
+        ax.set_ylabel(_UNIT.get(name, "share of profiles"), fontsize=8)
+    _paired_bars(flat[len(numeric)], current["event_types"]["shares"],
+                 reference.get("event_types", {}).get("shares", {}),
+                 "event-type mix (histories)", "share of events", rotation=45)
+    _paired_bars(flat[len(numeric) + 1], current["null_shares"],
+                 reference.get("null_shares", {}), "null share per field", "share null")
+    handles, labels = flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncol=2, fontsize=8, frameon=False)
     return fig
+
+
+def _paired_bars(ax, today: dict, ref: dict, title: str, ylabel: str, rotation: int = 0):
+    x = np.arange(len(today))
+    ax.bar(x - 0.2, list(today.values()), 0.4, color=_CUR, label="today")
+    ax.bar(x + 0.2, [ref.get(k, 0) for k in today], 0.4, color=_REF, label="reference")
+    ax.set_xticks(x, list(today), fontsize=7, rotation=rotation,
+                  ha="right" if rotation else "center", rotation_mode="anchor")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=8)
 
 
 def _model_changes(trend: list[dict]) -> list[tuple[int, str]]:
@@ -108,14 +140,75 @@ def _model_changes(trend: list[dict]) -> list[tuple[int, str]]:
 
 
 def _mark_changes(ax, changes: list[tuple[int, str]]) -> None:
-    for k, (i, version) in enumerate(changes):
-        ax.axvline(i - 0.5, color="grey", ls=":", lw=1.2,
-                   label="model change" if k == 0 else None)
-        ax.annotate(version, (i - 0.5, 1), xycoords=("data", "axes fraction"), fontsize=6,
-                    rotation=90, va="top", ha="right", color="grey")
+    """A dotted line before each report of a new model, its version above the axes' top edge
+    (never across the data)."""
+    for i, version in changes:
+        ax.axvline(i - 0.5, color="grey", ls=":", lw=1.2)
+        ax.annotate(version, (i - 0.5, 1), xycoords=("data", "axes fraction"),
+                    xytext=(0, 2), textcoords="offset points", fontsize=6, ha="center",
+                    va="bottom", color="grey")
 
 
 TREND_STATS = ("psi", "ks", "jensen_shannon", "abs_log_ratio", "share_lost")
+
+
+def trend_points(trend: list[dict], stat: str) -> dict[str, dict[str, np.ndarray]]:
+    """Per check of `stat`: its value / threshold in each report (NaN where not computed) and
+    whether that report's check could alert (False: informational, reported without an alert,
+    e.g. scores of a weekday the reference lacks)."""
+    out = {}
+    names = sorted({c["name"] for r in trend for c in r["checks"] if c["statistic"] == stat})
+    for name in names:
+        ratio, alerting = [], []
+        for r in trend:
+            c = next((c for c in r["checks"] if c["name"] == name), None)
+            ok = c is not None and c["value"] is not None and c["threshold"]
+            ratio.append(c["value"] / c["threshold"] if ok else np.nan)
+            alerting.append(bool(ok and c.get("alerts", True)))
+        out[name] = {"ratio": np.array(ratio), "alerting": np.array(alerting)}
+    return out
+
+
+def _trend_panel(ax, points: dict[str, dict[str, np.ndarray]]) -> None:
+    """The checks that come nearest their threshold (six, so that the legend stays short),
+    filled where the check could alert, hollow where it was informational; values above
+    TREND_CLIP are drawn at the clip as triangles with their value written next to them."""
+    top = sorted(points, key=lambda k: -np.nanmax(np.r_[points[k]["ratio"], -1.0]))[:6]
+    peak = 1.0
+    for k, name in enumerate(top):
+        ratio, alerting = points[name]["ratio"], points[name]["alerting"]
+        shown = np.minimum(ratio, TREND_CLIP)
+        x = np.arange(len(ratio))
+        color = f"C{k % 10}"
+        ax.plot(x, shown, color=color, lw=1.2, label=name.split(":")[-1])
+        clipped = ratio > TREND_CLIP
+        for mask, face in ((alerting & ~clipped, color), (~alerting & ~clipped, "white")):
+            ax.plot(x[mask], shown[mask], "o", ms=4, color=color, mfc=face, ls="none")
+        for mask, face in ((alerting & clipped, color), (~alerting & clipped, "white")):
+            ax.plot(x[mask], shown[mask], "^", ms=6, color=color, mfc=face, ls="none")
+        for i in np.flatnonzero(clipped):
+            ax.annotate(f"{ratio[i]:.0f}×", (i, TREND_CLIP), xytext=(0, 5),
+                        textcoords="offset points", fontsize=6, ha="center", color=color)
+        peak = max(peak, np.nanmax(np.r_[shown, 0.0]))
+    ax.axhline(1.0, color="red", ls="--", lw=1)
+    ax.set_ylim(0, peak * (1.2 if peak >= TREND_CLIP else 1.08))  # room for the values
+    ax.tick_params(axis="y", labelsize=7)
+
+
+def _trend_key(plt) -> list:
+    """The handles of the trend figure's shared legend: what the markers and lines mean."""
+    Line2D = plt.Line2D  # matplotlib on demand, as pyplot() is
+    grey = {"color": "0.3", "ls": "none"}
+    return [
+        Line2D([], [], marker="o", mfc="0.3", ms=5, label="check that could alert", **grey),
+        Line2D([], [], marker="o", mfc="white", ms=5,
+               label="informational (reported, no alert)", **grey),
+        Line2D([], [], marker="^", mfc="0.3", ms=6,
+               label=f"above {TREND_CLIP:g}× threshold, drawn at the top (value written)",
+               **grey),
+        Line2D([], [], color="red", ls="--", lw=1, label="threshold (1 = alert line)"),
+        Line2D([], [], color="grey", ls=":", lw=1.2, label="model change (new version above)"),
+    ]
 
 
 def trend_figure(trend: list[dict]):
@@ -124,29 +217,17 @@ def trend_figure(trend: list[dict]):
     plt = pyplot()
     present = {c["statistic"] for r in trend for c in r["checks"]}
     stats_ = [s for s in TREND_STATS if s in present] or sorted(present)
-    fig, axes = plt.subplots(1, len(stats_), figsize=(3.6 * len(stats_), 3.0), squeeze=False)
+    fig, axes = _grid(plt, len(stats_), 4.2, 3.3)
     days = [r["date"] for r in trend]
     changes = _model_changes(trend)
-    for ax, stat in zip(axes[0], stats_):
-        names = sorted({c["name"] for r in trend for c in r["checks"] if c["statistic"] == stat})
-        # The checks that come nearest their threshold, so that the legend stays readable.
-        peak = {}
-        for name in names:
-            values = []
-            for r in trend:
-                hit = [c for c in r["checks"] if c["name"] == name]
-                ok = hit and hit[0]["value"] is not None and hit[0]["threshold"]
-                values.append(hit[0]["value"] / hit[0]["threshold"] if ok else np.nan)
-            peak[name] = values
-        top = sorted(peak, key=lambda k: -np.nanmax(np.r_[peak[k], -1.0]))[:6]
-        for name in top:
-            ax.plot(range(len(days)), peak[name], marker="o", ms=3, label=name.split(":")[-1])
-        ax.axhline(1.0, color="red", ls="--", lw=1, label="threshold")
+    for ax, stat in zip(axes, stats_):
+        _trend_panel(ax, trend_points(trend, stat))
         _mark_changes(ax, changes)
         ax.set_xticks(range(len(days)), [d[5:] for d in days], rotation=45, fontsize=7)
-        ax.set_title(f"{stat} / threshold", fontsize=9)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+        ax.set_title(f"{stat} / threshold", fontsize=9, pad=10)
+        _legend_below(ax, ncol=3)
+    fig.legend(handles=_trend_key(plt), loc="outside upper center", ncol=3, fontsize=8,
+               frameon=False)
     return fig
 
 
@@ -170,42 +251,93 @@ def realised_figure(trend: list[dict]):
                 validation[(t, q["model_version"])] = row["validation_auroc"]
     if not points:
         return None
-    fig, axes = plt.subplots(1, len(points), figsize=(5 * len(points), 3.0), squeeze=False)
-    for ax, (t, by_version) in zip(axes[0], points.items()):
+    fig, axes = _grid(plt, len(points), 4.6, 3.2)
+    for ax, (t, by_version) in zip(axes, points.items()):
         days = sorted({d for pts in by_version.values() for d, _, _ in pts})
         for k, (version, pts) in enumerate(sorted(by_version.items())):
             color = f"C{k % 10}"
             x = [days.index(d) for d, _, _ in pts]
             ax.errorbar(x, [a for _, a, _ in pts], yerr=[2 * (se or 0) for _, _, se in pts],
-                        fmt="o-", ms=3, color=color, label=f"{version} realised")
+                        fmt="o-", ms=3, capsize=3, color=color, label=f"{version} realised")
             if (t, version) in validation:
                 ax.axhline(validation[(t, version)], color=color, ls="--", lw=1,
                            label=f"{version} validation")
         ax.set_xticks(range(len(days)), [d[5:] for d in days], rotation=45, fontsize=7)
+        ax.set_xlim(-0.5, len(days) - 0.5)
+        ax.tick_params(axis="y", labelsize=7)
         ax.set_title(f"AUROC {t}: realised (±2 se) vs validation", fontsize=9)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+        _legend_below(ax)
     return fig
+
+
+def calibration_points(calibration: dict, min_rows: int = MIN_BIN_ROWS) -> list[dict]:
+    """The calibration bins worth a point: every non-empty bin with its row count, positives,
+    a 95% Wilson interval of its observed rate and `solid` (at least `min_rows` rows; a bin
+    of one or two rows is an observed rate of 0 or 1 whatever the model's calibration)."""
+    out = []
+    for b in calibration["bins"]:
+        if not b["count"]:
+            continue
+        positives = round(b["observed_rate"] * b["count"])
+        ci = binomtest(positives, b["count"]).proportion_ci(0.95, method="wilson")
+        out.append({"n": b["count"], "positives": positives,
+                    "mean_predicted": b["mean_predicted"], "observed_rate": b["observed_rate"],
+                    "low": ci.low, "high": ci.high, "solid": b["count"] >= min_rows})
+    return out
 
 
 def calibration_figure(quality: dict):
+    """Per target: each bin's observed rate against its mean prediction, with its 95% interval
+    and its row count written next to it; bins under MIN_BIN_ROWS rows hollow."""
     plt = pyplot()
     targets = list(quality["targets"])
-    fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.2), squeeze=False)
-    for ax, t in zip(axes[0], targets):
-        bins = [b for b in quality["targets"][t]["calibration"]["bins"] if b["count"]]
-        top = max([b["mean_predicted"] for b in bins] + [b["observed_rate"] for b in bins] + [0.01])
+    fig, axes = _grid(plt, len(targets), 4.2, 3.6)
+    for ax, t in zip(axes, targets):
+        pts = calibration_points(quality["targets"][t]["calibration"])
+        solid = [p for p in pts if p["solid"]]
+        top = max([p["mean_predicted"] for p in pts] + [p["observed_rate"] for p in pts]
+                  + [p["high"] for p in solid] + [0.01]) * 1.1
         ax.plot([0, top], [0, top], color="grey", ls=":", label="perfect calibration")
-        ax.plot([b["mean_predicted"] for b in bins], [b["observed_rate"] for b in bins],
-                marker="o", color=_CUR,
-                label=f"realised ({len(bins)} bins at "
-                      f"{quality['targets'][t]['calibration'].get('bins_from', 'quantiles')})")
-        ax.legend(fontsize=7)
+        small = [p for p in pts if not p["solid"]]
+        for group, color, face, label in (
+                (solid, _CUR, _CUR, f"bin of {MIN_BIN_ROWS}+ rows"),
+                (small, "0.6", "white", f"bin under {MIN_BIN_ROWS} rows (too few to judge)")):
+            if not group:
+                continue
+            y = np.array([p["observed_rate"] for p in group])
+            err = [y - [p["low"] for p in group], np.array([p["high"] for p in group]) - y]
+            ax.errorbar([p["mean_predicted"] for p in group], y, yerr=err, fmt="o", ms=5,
+                        color=color, mfc=face, capsize=2, lw=1, label=label)
+        for p in pts:
+            ax.annotate(f"n={p['n']:,}", (p["mean_predicted"], p["observed_rate"]),
+                        xytext=(4, 3), textcoords="offset points", fontsize=6)
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.tick_params(labelsize=7)
         ax.set_xlabel("mean predicted", fontsize=8)
-        ax.set_ylabel("observed rate", fontsize=8)
+        ax.set_ylabel("observed rate (95% Wilson interval)", fontsize=8)
         ax.set_title(f"calibration {t} ({quality['predictions_date']})", fontsize=9)
-    fig.tight_layout()
+        _legend_below(ax, ncol=1)
     return fig
+
+
+def calibration_caption(quality: dict) -> str:
+    """How the calibration plot's bins were made, per target: a sentence under the plot."""
+    parts = []
+    for t, row in quality["targets"].items():
+        cal = row["calibration"]
+        counts = [b["count"] for b in cal["bins"]]
+        shown = sum(c >= MIN_BIN_ROWS for c in counts)
+        small = sum(0 < c < MIN_BIN_ROWS for c in counts)
+        edges = ", ".join(f"{e:.3g}" for e in cal.get("edges", []))
+        parts.append(
+            f"{html.escape(t)}: {len(counts)} bins at the "
+            f"{html.escape(cal.get('bins_from', 'quantiles'))} (edges {edges}; rows per bin "
+            f"{', '.join(f'{c:,}' for c in counts)}): {shown} with {MIN_BIN_ROWS} rows or more "
+            f"drawn solid, {small} with fewer hollow, {counts.count(0)} empty not drawn")
+    return ("<p class='caption'>Calibration bins: " + "; ".join(parts)
+            + ". Each point is a bin's observed positive rate against its mean prediction, "
+            "with its 95% Wilson interval and its row count.</p>")
 
 
 def _fmt(v: Any) -> str:
@@ -318,10 +450,12 @@ def render(result: dict, current: dict, reference: dict, trend: list[dict],
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         (f"<title>propensity monitoring {result['date']}</title><style>"
-        "body{font-family:sans-serif;margin:2em;max-width:1400px}"
+        # No image wider than the page: a 1280 px window shows every plot whole.
+        "body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;height:auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
         "font-size:13px}.ok{background:#d4edda}.bad{background:#f8d7da;font-weight:bold}"
-        ".skip{background:#eee}.warn{background:#fff3cd}.verdict{font-size:1.2em;padding:.5em}</style></head><body>"),
+        ".skip{background:#eee}.warn{background:#fff3cd}.verdict{font-size:1.2em;padding:.5em}"
+        ".caption{font-size:13px;color:#444}</style></head><body>"),
         f"<h1>Monitoring {result['date']}</h1>",
         f"<p class='verdict {'bad' if alert else 'ok'}'>{html.escape(verdict)}</p>",
         (f"<p>Model <b>{html.escape(result['model_version'])}</b>; {result['rows']:,} profiles "
@@ -336,7 +470,7 @@ def render(result: dict, current: dict, reference: dict, trend: list[dict],
         img_tag(score_figure(result["checks"]), dpi=90),
         "<h2>Inputs against the reference</h2>",
         img_tag(input_figure(current, reference), dpi=90),
-        f"<h2>Trend (last {len(trend)} reports)</h2>",
+        f"<h2>Trend (last {len(trend)} report{'' if len(trend) == 1 else 's'})</h2>",
         img_tag(trend_figure(trend), dpi=90),
         "<h2>Realised quality</h2>",
     ]
@@ -364,6 +498,7 @@ def render(result: dict, current: dict, reference: dict, trend: list[dict],
             "<th>validation AP</th><th>ECE</th><th>validation ECE</th><th>AUROC drop</th>"
             f"<th>threshold</th><th>result</th></tr>{qrows}</table>"),
             img_tag(calibration_figure(quality), dpi=90),
+            calibration_caption(quality),
         ]
     realised = realised_figure(trend)
     if realised is not None:
