@@ -103,7 +103,7 @@ def test_the_histories_are_long_with_counters_and_events_at_window_edges(trained
     assert model.spec.counters and enc.context.shape[1] > 8 and np.abs(enc.context[:, 8:]).sum()
     # As in trained models: the profile scaler's tiny spreads (rare counts) magnify any
     # difference of the counts by up to 1000, and the wide part is fitted, not random.
-    assert float(model.profile_std.min()) < 0.01
+    assert float(model.profile_std.min()) < 0.05  # small spreads: they amplify any difference
     assert float(model.wide.weight.detach().abs().max()) > 0.1
 
 
