@@ -131,7 +131,8 @@ def _lstm(model):
 
 
 def _scaler(model):
-    model.profile_std[int(model.profile_std.argmax())] *= 1.001
+    spread = model.profile_std.masked_fill(model.profile_std == 1.0, 0.0)  # not a constant input
+    model.profile_std[int(spread.argmax())] *= 1.001
 
 
 def _window(model):
