@@ -256,7 +256,7 @@ def decide(out: str, plan: Plan, model: ModelRef, targets: list[str], rescore: b
         return Decision(
             "kept", out, generation,
             f"predictions {_name(out)} are complete with model {old}; the model for "
-            f"{_name(out)} is now {model.version}: kept the {old} predictions (a complete day "
+            f"{_name(out).removeprefix('dt=')} is now {model.version}: kept the {old} predictions (a complete day "
             f"is not rescored by default); rerun with --rescore to replace them with "
             f"{model.version}'s, atomically",
         )
