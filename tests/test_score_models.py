@@ -100,6 +100,11 @@ def test_score_and_daily_keep_a_complete_day_after_a_promotion_alike_and_rescore
     assert again.exit_code == 0 and warnings(again.output) == []
     assert invoke(cfg, "score", "--date", str(DAY)).exit_code == 0
     assert read_manifest(partition(cfg))["generation"] == 1
+    # `daily --rescore` replaces through the same path (a second replacement: `.r2` files).
+    redo = invoke(cfg, "daily", "--date", str(DAY), "--only", "score", "--rescore")
+    assert redo.exit_code == 0, redo.output
+    assert read_manifest(partition(cfg))["generation"] == 2
+    assert all(u.endswith(".r2.parquet") for u in storage.list_files(partition(cfg)))
 
 
 def test_a_reader_during_a_rescore_sees_the_old_set_or_the_new_one_never_a_mix(tmp_path):

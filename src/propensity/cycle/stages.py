@@ -68,7 +68,8 @@ def score(cfg: Config, day: dt.date, rescore: bool) -> tuple[str, str, bool]:
     manifest = outcome.manifest
     if outcome.action != "score":
         return manifest["model"]["version"], outcome.message, False
-    return manifest["model"]["version"], f"{manifest['rows']} profiles scored; {outcome.message}", True
+    detail = f"{manifest['rows']} profiles scored; {outcome.message}"
+    return manifest["model"]["version"], detail, True
 
 
 def train(cfg: Config, day: dt.date) -> tuple[str, str, str]:

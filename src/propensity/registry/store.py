@@ -146,7 +146,8 @@ def champion_as_of(cfg: Config, day: dt.date) -> AsOf:
     pointer = read_champion(cfg)
     where = storage.join(root(cfg), CHAMPION)
     if not pointer:
-        return AsOf(None, f"no champion model at {where}: train one first (propensity train --date D)")
+        return AsOf(None, f"no champion model at {where}: train one first "
+                          "(propensity train --date D)")
     trained: dict[str, dt.date] = {}
     for move in reversed(pointer["history"]):
         version = move["version"]

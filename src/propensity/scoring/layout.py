@@ -135,7 +135,8 @@ def shard_file(shard_id: str, generation: int = 0) -> str:
     replacement of the day (`--rescore`), so that no name of a replacement is a name of the set
     it replaces: a reader that listed the old set and opens its files after the swap gets
     "not found", never a file of the new set."""
-    return f"part-{shard_id}.parquet" if generation == 0 else f"part-{shard_id}.r{generation}.parquet"
+    suffix = f".r{generation}" if generation else ""
+    return f"part-{shard_id}{suffix}.parquet"
 
 
 def replacement(out: str) -> str:
@@ -253,12 +254,13 @@ def decide(out: str, plan: Plan, model: ModelRef, targets: list[str], rescore: b
         )
     old = have["model"]["version"]
     if old != model.version:
+        day = _name(out).removeprefix("dt=")
         return Decision(
             "kept", out, generation,
-            f"predictions {_name(out)} are complete with model {old}; the model for "
-            f"{_name(out).removeprefix('dt=')} is now {model.version}: kept the {old} predictions (a complete day "
-            f"is not rescored by default); rerun with --rescore to replace them with "
-            f"{model.version}'s, atomically",
+            f"predictions {_name(out)} are complete with model {old}; the model for {day} is "
+            f"now {model.version}: kept the {old} predictions (a complete day is not rescored "
+            f"by default); rerun with --rescore to replace them with {model.version}'s, "
+            "atomically",
         )
     if problems := _model_differences(have, model, targets):
         raise BadInput(f"predictions {out} are complete, but {'; '.join(problems)}. Rerun "
@@ -274,11 +276,12 @@ def _name(part: str) -> str:
 def _begin(target: str, plan: Plan, model: ModelRef, targets: list[str], generation: int,
            discard_other: bool) -> Decision:
     """Start or resume scoring into the incomplete partition `target`: resume output of this
-    very run (its `_SCORING` state matches), discard other output where `discard_other`, else
+    very run (its `_scoring.json` matches), discard other output where `discard_other`, else
     refuse it (BadInput). Writes the state of a fresh start."""
     have = _read_state(target)
     if have is not None:
-        problems = _model_differences(have, model, targets) + _input_differences(have["input"], plan)
+        problems = _model_differences(have, model, targets)
+        problems += _input_differences(have["input"], plan)
         if not problems:
             done = len(done_shards(target))
             return Decision("score", target, have.get("generation", 0),
