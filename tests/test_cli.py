@@ -100,6 +100,20 @@ def test_help_shows_readable_metavars(path):
         assert shown["--date"] == "YYYY-MM-DD"
 
 
+def test_help_names_positional_arguments_without_a_python_type():
+    arguments = {}
+    for path, command in LEAVES.items():
+        ctx = typer.Context(command, info_name=path[-1], parent=_context(path))
+        for p in command.get_params(ctx):
+            if isinstance(p, typer.core.TyperArgument):
+                arguments[(*path, p.name)] = (p.display_name_raw, p.display_type_rich(ctx))
+    assert arguments == {("models", "show", "version"): ("VERSION", ""),
+                         ("models", "promote", "version"): ("VERSION", "")}
+    for path in (("models", "show"), ("models", "promote")):
+        shown = runner.invoke(app, [*path, "--help"]).output
+        assert "{VERSION}" in shown and "<str>" not in shown, shown
+
+
 def test_help_lists_the_choices_of_enum_options():
     assert _type_column(("generate",))["--format"] == "jsonl|parquet"
     assert _type_column(("score",))["--engine"] == "local|spark"

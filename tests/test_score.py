@@ -229,8 +229,8 @@ def test_spark_engine_writes_the_same_predictions(cfg, spark):
     publish_model(cfg, "2026-01-19.1")
     run(cfg, DAY)
     local = predictions(cfg).sort_by("profile_id")
-    manifest = run(cfg, DAY, engine="spark", restart=True)
-    assert manifest["engine"] == "spark"
+    manifest = run(cfg, DAY, engine="spark", rescore=True)  # a replacement, scored on Spark
+    assert manifest["engine"] == "spark" and manifest["generation"] == 1
     assert {s["worker"] for s in manifest["shards"].values()} == {"spark"}
     on_spark = predictions(cfg).sort_by("profile_id")
     assert_same_scores(local, on_spark)

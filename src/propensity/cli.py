@@ -12,7 +12,7 @@ import logging
 from typing import Annotated, Callable, Literal
 
 import typer
-from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from propensity import __version__
 from propensity.errors import PropensityError, exit_code_of
@@ -24,10 +24,15 @@ def _verbose_after_command(ctx, param, value: bool) -> None:
         logging.getLogger().setLevel(logging.DEBUG)
 
 
+def _no_type(ctx) -> str:
+    return ""
+
+
 class _Help:
     """What every command's --help and parser share: flags show no value type (typer shows
-    `<bool>` for them, though they take no value), and `-v/--verbose` is accepted after the
-    command as well as before it (a copy of the root option that only raises the log level)."""
+    `<bool>` for them, though they take no value), positional arguments show their metavar
+    (`VERSION`) and no `<str>` beside it, and `-v/--verbose` is accepted after the command as
+    well as before it (a copy of the root option that only raises the log level)."""
 
     def get_params(self, ctx):
         params = super().get_params(ctx)
@@ -45,6 +50,11 @@ class _Help:
         for p in params:
             if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
                 p.metavar = ""
+            elif isinstance(p, TyperArgument):
+                # The name column already says what the value is; typer would add its Python
+                # type (`<str>`) in the type column, which tells a user nothing.
+                p.metavar = p.metavar or p.name.upper()
+                p.display_type_rich = _no_type
         return params
 
 

@@ -39,6 +39,11 @@ def daily(
     force: Annotated[
         bool, typer.Option("--force", help="Redo steps whose output is already complete.")
     ] = False,
+    rescore: Annotated[
+        bool,
+        typer.Option("--rescore", help="The score step replaces complete predictions with the "
+                     "model chosen now, atomically (as `propensity score --rescore`)."),
+    ] = False,
     only: Annotated[
         Optional[list[str]],
         typer.Option("--only", metavar="|".join(STEPS), show_default=False,
@@ -50,7 +55,8 @@ def daily(
     """Run the daily cycle: aggregate -> train (when scheduled) -> score -> monitor.
 
     Each step skips itself when its output partition is already complete, so a failed day is
-    simply run again and resumes where it stopped. Prints a summary and writes a run record to
+    simply run again and resumes where it stopped. Complete predictions are kept, also after a
+    model change (named in the score step's detail), unless --rescore or --force. Prints a summary and writes a run record to
     <reports>/runs/<date>-<UTC time>.json.
 
     Exit codes: 0 success; 10 gate rejected (scored with the old champion); 11 drift alert;
@@ -72,7 +78,7 @@ def daily(
     unknown = sorted(set(steps) - set(STEPS))
     if unknown:
         raise UsageError(f"--only: unknown step(s) {unknown}; steps are {list(STEPS)}")
-    code = run_range(load(config, sets), first, last, force=force, only=steps)
+    code = run_range(load(config, sets), first, last, force=force, only=steps, rescore=rescore)
     if code != ExitCode.OK:
         raise typer.Exit(int(code))
 

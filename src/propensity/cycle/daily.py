@@ -4,10 +4,12 @@ Each step first looks at what already exists and skips itself when its output is
 - aggregate: histories(D) has its marker;
 - train:     a complete model version trained for D exists (its gate decision is kept), or the
              schedule does not ask for one today, or labels are not mature (no histories(D-H));
-- score:     there is no champion yet, or predictions(D) is complete (unless this very run
-             promoted a new champion);
+- score:     there is no champion trained on or before D yet, or predictions(D) is complete
+             (kept as `propensity score` keeps it, also after a model change, which its
+             message names; `--rescore` replaces it atomically);
 - monitor:   reports(D) is complete.
-So a day that failed half-way is simply run again. `--force` redoes the steps that would run.
+So a day that failed half-way is simply run again. `--force` redoes the steps that would run
+(the score step as `--rescore`).
 A day runs under the lease `daily/dt=D` (each step also takes its stage's own), so two `daily`
 of one day never interleave steps: the second refuses (exit 13) before any step.
 
@@ -54,6 +56,7 @@ class DayRun:
     steps: list[Step] = field(default_factory=list)
     model_version: str | None = None  # the model that scored the day's predictions
     trained_version: str | None = None  # the candidate trained for the day, if any
+    rescore: bool = False  # --rescore: the score step replaces complete predictions
     exit_code: int = 0
     finished_at: str = ""
     record: str = ""  # URI of the run record
@@ -112,21 +115,15 @@ def _train(cfg: Config, day: dt.date, force: bool, run: DayRun) -> tuple[str, st
 
 
 def _score(cfg: Config, day: dt.date, force: bool, run: DayRun) -> tuple[str, str, int]:
-    champion = stages.champion(cfg)
-    if champion is None:
+    if stages.champion(cfg) is None:
         return "skipped", "no champion model yet", 0
-    out = storage.partition(cfg.uri("predictions"), day)
-    restart = force
-    if storage.is_complete(out) and not force:
-        used = stages.prediction_model(cfg, day)
-        # A champion promoted by this very run must score the day; otherwise the day keeps
-        # the predictions it has (a rollback is followed by `--only score --force`).
-        if not (run.trained_version == champion and used != champion):
-            run.model_version = used
-            return "skipped", f"predictions complete (model {used})", 0
-        restart = True
-    run.model_version, detail = stages.score(cfg, day, restart=restart)
-    return "ran", detail, 0
+    choice = stages.champion_as_of(cfg, day)
+    if choice.version is None:  # a day before the first model: nothing to score it with
+        return "skipped", choice.reason, 0
+    # What complete predictions of D mean is `propensity score`'s decision, word for word: kept
+    # (a changed model named) unless --rescore (or --force) asks for an atomic replacement.
+    run.model_version, detail, scored = stages.score(cfg, day, rescore=force or run.rescore)
+    return ("ran" if scored else "skipped"), detail, 0
 
 
 def _monitor(cfg: Config, day: dt.date, force: bool, run: DayRun) -> tuple[str, str, int]:
@@ -148,16 +145,19 @@ STEP_FUNCS: dict[str, Callable] = {
 }
 
 
-def run_day(cfg: Config, day: dt.date, force: bool = False, only: tuple[str, ...] = STEPS) -> DayRun:
+def run_day(cfg: Config, day: dt.date, force: bool = False, only: tuple[str, ...] = STEPS,
+            rescore: bool = False) -> DayRun:
     """Run the steps of one day in order under the day's lease; stop at the first failure.
     Writes the run record. LeaseHeld (exit 13) when another `daily` of the day holds it."""
     with lease.acquire(cfg, "daily", lease.day_key(day)):
-        return _run_day(cfg, day, force, only)
+        return _run_day(cfg, day, force, only, rescore)
 
 
-def _run_day(cfg: Config, day: dt.date, force: bool, only: tuple[str, ...]) -> DayRun:
+def _run_day(cfg: Config, day: dt.date, force: bool, only: tuple[str, ...],
+             rescore: bool) -> DayRun:
     started = _now()
-    run = DayRun(day=day.isoformat(), started_at=started.isoformat(timespec="seconds"))
+    run = DayRun(day=day.isoformat(), started_at=started.isoformat(timespec="seconds"),
+                 rescore=rescore)
     run.steps = [Step(name) for name in STEPS if name in only]
     failed = False
     for step in run.steps:
@@ -199,6 +199,7 @@ def run_range(
     last: dt.date,
     force: bool = False,
     only: tuple[str, ...] = STEPS,
+    rescore: bool = False,
 ) -> int:
     """Run every day from `first` to `last` in order, stopping at the first failed day.
 
@@ -206,7 +207,7 @@ def run_range(
     runs: list[DayRun] = []
     day = first
     while day <= last:
-        run = run_day(cfg, day, force=force, only=only)
+        run = run_day(cfg, day, force=force, only=only, rescore=rescore)
         runs.append(run)
         if any(s.outcome == "failed" for s in run.steps):
             break

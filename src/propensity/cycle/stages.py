@@ -54,12 +54,22 @@ def aggregate(cfg: Config, day: dt.date, mode: str) -> str:
     )
 
 
-def score(cfg: Config, day: dt.date, restart: bool) -> tuple[str, str]:
-    """predictions(D) with the champion; (model version, detail)."""
+def champion_as_of(cfg: Config, day: dt.date) -> store.AsOf:
+    """The champion that scores `day` (none before the first model trained on or before it)."""
+    return store.champion_as_of(cfg, day)
+
+
+def score(cfg: Config, day: dt.date, rescore: bool) -> tuple[str, str, bool]:
+    """predictions(D) with the champion as of D, as `propensity score` decides (`rescore`:
+    replace complete ones); (model version of the day's predictions, detail, whether it scored)."""
     from propensity.scoring import run
 
-    manifest = run.run(cfg, day, restart=restart)
-    return manifest["model"]["version"], f"{manifest['rows']} profiles scored"
+    outcome = run.score_day(cfg, day, rescore=rescore)
+    manifest = outcome.manifest
+    if outcome.action != "score":
+        return manifest["model"]["version"], outcome.message, False
+    detail = f"{manifest['rows']} profiles scored; {outcome.message}"
+    return manifest["model"]["version"], detail, True
 
 
 def train(cfg: Config, day: dt.date) -> tuple[str, str, str]:

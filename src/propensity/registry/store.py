@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from propensity import lease, storage
 from propensity.config import Config, ModelConfig
@@ -117,6 +118,58 @@ def read_champion(cfg: Config) -> dict | None:
 def champion_version(cfg: Config) -> str | None:
     pointer = read_champion(cfg)
     return pointer["version"] if pointer else None
+
+
+def training_date(meta: dict) -> dt.date:
+    """The last day of labels a version was trained on: model.json's `training_date` (the date
+    in its name for a version that lacks it)."""
+    return dt.date.fromisoformat(str(meta.get("training_date") or meta["version"].split(".")[0]))
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """The champion for scoring a day: `version` (None where there is none) and why."""
+
+    version: str | None
+    reason: str
+
+
+def champion_as_of(cfg: Config, day: dt.date) -> AsOf:
+    """The champion as of `day`: the newest move of champion.json's history (promotion, gate
+    approval or rollback) to a version trained on or before `day`, so that a past day is never
+    scored by a model that learnt from labels after it. Today's champion, trained on or before
+    today, is the newest such move: the normal daily run keeps using it.
+
+    Moves are ordered by their place in the history, not by their wall-clock `at`: the gate
+    promotes D's model after D ends (its labels are complete only then), and in a backfill every
+    move postdates every day scored."""
+    pointer = read_champion(cfg)
+    where = storage.join(root(cfg), CHAMPION)
+    if not pointer:
+        return AsOf(None, f"no champion model at {where}: train one first "
+                          "(propensity train --date D)")
+    trained: dict[str, dt.date] = {}
+    for move in reversed(pointer["history"]):
+        version = move["version"]
+        if version not in trained:
+            trained[version] = training_date(read_metadata(cfg, version))
+        if trained[version] <= day:
+            if version == pointer["version"]:
+                return AsOf(version, f"the champion, trained on {trained[version]}")
+            current = pointer["version"]
+            when = trained.get(current) or training_date(read_metadata(cfg, current))
+            return AsOf(
+                version,
+                f"the newest champion trained on or before {day} ({move['action']} at "
+                f"{move['at']}, trained on {trained[version]}); the champion {current} was "
+                f"trained on {when}, after {day}",
+            )
+    first = min(trained.values(), default=None)
+    return AsOf(
+        None,
+        f"no champion as of {day}: none of the {len(trained)} versions in the history of {where} "
+        f"was trained on or before {day} (the earliest on {first})",
+    )
 
 
 def who(by: str | None = None) -> str:

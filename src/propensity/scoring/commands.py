@@ -41,6 +41,17 @@ def score(
         typer.Option("--restart",
                      help="Discard existing (partial or complete) predictions of D first."),
     ] = False,
+    rescore: Annotated[
+        bool,
+        typer.Option("--rescore",
+                     help="Replace complete predictions of D with the model chosen now, "
+                     "atomically (readers see the old set or the new one, never a mix)."),
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", metavar="VERSION", show_default=False,
+                     help="Score with this version instead of the champion as of D."),
+    ] = None,
     engine: Annotated[
         Optional[Literal["local", "spark"]],
         typer.Option("--engine", metavar="local|spark", show_default=False,
@@ -49,25 +60,31 @@ def score(
     config: ConfigOption = None,
     sets: SetOption = None,
 ) -> None:
-    """Score every profile of histories(D) with the champion model into predictions(D).
+    """Score every profile of histories(D) with the champion as of D into predictions(D).
 
-    Writes predictions/dt=D/part-<shard>.parquet (profile_id, one probability column per target,
-    model_version), _manifest.json, then _SUCCESS, then moves predictions/latest.json. Resumable:
-    a rerun scores only the shards whose file is missing. Exit codes: 0 done (or a worker whose
-    shards are done while others still run), 3 histories(D) or the champion missing (or, with
-    --finalize, shards still missing), 4 malformed histories or partial output of another model
-    version (use --restart), 13 another run holds the lease of score/dt=D.
+    The model: the newest champion trained on or before D (never one that learnt from labels
+    after D), or --model VERSION. Writes predictions/dt=D/part-<shard>.parquet (profile_id, one
+    probability column per target, model_version), _manifest.json, then _SUCCESS, then moves
+    predictions/latest.json. Resumable: a rerun scores only the shards whose file is missing. A
+    complete day is kept as it is, also when the model for D has changed since (a warning names
+    both versions); --rescore replaces it atomically. Exit codes: 0 done, already complete or
+    kept (or a worker whose shards are done while others still run), 3 histories(D) missing,
+    no champion as of D (or, with --finalize, shards still missing), 4 malformed histories,
+    partial output of another model version (use --restart) or a complete day of rewritten
+    histories (use --rescore), 13 another run holds the lease of score/dt=D.
 
     Example: propensity score --date 2026-01-20 --workers 4
     """
     # Deferred: the scoring job imports torch, so that `propensity --help` stays fast.
-    from propensity.scoring.run import run
+    from propensity.scoring.run import score_day
 
     if workers is not None and (worker_index is not None or num_workers is not None):
         raise UsageError("--workers and --worker-index/--num-workers exclude each other")
     cfg = load(config, sets)
-    manifest = run(cfg, day, workers=workers, worker_index=worker_index, num_workers=num_workers,
-                   finalize_only=finalize, restart=restart, engine=engine)
-    if manifest:
-        log.info("score done %s", kv(date=day, rows=manifest["rows"],
-                                     model=manifest["model"]["version"]))
+    outcome = score_day(cfg, day, workers=workers, worker_index=worker_index,
+                        num_workers=num_workers, finalize_only=finalize, restart=restart,
+                        engine=engine, rescore=rescore, model=model)
+    if outcome.manifest:
+        log.info("score finished %s", kv(date=day, outcome=outcome.action,
+                                         rows=outcome.manifest["rows"],
+                                         model=outcome.manifest["model"]["version"]))

@@ -37,7 +37,7 @@ from propensity.model.batches import (
     encode,
     length_buckets,
 )
-from propensity.scoring.layout import SHARD_META_KEY, Shard
+from propensity.scoring.layout import SHARD_META_KEY, Shard, shard_file
 from propensity.scoring.runtime import EagerScorer, Scorer
 from propensity.ui import kv
 
@@ -132,9 +132,11 @@ def score_shard(
     cfg,
     worker: str = "0",
     on_rows: Callable[[int], None] | None = None,
+    generation: int = 0,
 ) -> dict[str, Any]:
-    """Score one shard with `scorer` and write its output file whole; return its record (rows,
-    runtime, timing, stats).
+    """Score one shard with `scorer` and write its output file whole (named for the
+    partition's `generation`, `layout.shard_file`); return its record (rows, runtime, timing,
+    stats).
 
     Raises BadInput (from encoding) naming the input file when a history is malformed.
     """
@@ -170,7 +172,7 @@ def score_shard(
         ],
         schema=schema,
     )
-    storage.write_parquet(table, storage.join(out, shard.file_name))
+    storage.write_parquet(table, storage.join(out, shard_file(shard.id, generation)))
     log.info(
         "scored shard %s",
         kv(shard=shard.id, rows=rows, seconds=record["seconds"], runtime=scorer.runtime,

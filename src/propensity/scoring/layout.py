@@ -2,11 +2,13 @@
 
 Layout (shared/DESIGN.md, "Predictions"):
 
-    predictions/dt=D/part-<shard>.parquet   one file per shard, written whole
+    predictions/dt=D/part-<shard>.parquet   one file per shard, written whole (`.r<g>.parquet`
+                                            after the g-th replacement)
     predictions/dt=D/_scoring.json          run state: model version + sha256, input, shard plan
     predictions/dt=D/_manifest.json         rows, model, input, per-shard counts, timing, stats
     predictions/dt=D/_SUCCESS               written last
     predictions/latest.json                 newest complete day, moved only after its marker
+    predictions/_rescore/dt=D/              a replacement being scored (`--rescore`), same layout
 
 Side files start with `_`, so pyarrow, DuckDB and Spark read a day's directory as it is. Every
 path stored in them is relative to its dataset's root (`dt=D`, `part-00000.parquet`), so a
@@ -17,6 +19,9 @@ rows), so the plan is a pure function of the input partition's Parquet footers. 
 exactly when its output file exists (each is written whole), which makes a rerun score only the
 missing shards. `_scoring.json` pins the model version and input of a partial run: a run with
 another champion or a rewritten input refuses to mix instead of silently combining outputs.
+
+A complete day is immutable by default (`decide`): a rerun with another model keeps it and says
+so; `--rescore` scores a replacement under `_rescore/` and `swap`s it in whole.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from propensity import storage
 from propensity.errors import BadInput, MissingInput
 from propensity.model import stats
@@ -39,8 +46,9 @@ log = logging.getLogger(__name__)
 
 STATE = "_scoring.json"
 LATEST = "latest.json"
+REPLACEMENTS = "_rescore"  # predictions/_rescore/dt=D: a replacement being scored
 SHARD_META_KEY = b"propensity.shard"  # Parquet key-value metadata of a shard file: its record
-_SHARD_FILE = re.compile(r"part-(\d{5}-\d{5})\.parquet$")
+_SHARD_FILE = re.compile(r"part-(\d{5}-\d{5})(?:\.r\d+)?\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,6 @@ class Shard:
     input_uri: str
     row_groups: list[int]
     rows: int
-
-    @property
-    def file_name(self) -> str:
-        return f"part-{self.id}.parquet"
 
 
 @dataclass(frozen=True)
@@ -126,8 +130,46 @@ def assign(plan: Plan, worker_index: int, num_workers: int) -> list[Shard]:
     return plan.shards[worker_index::num_workers]
 
 
-def _state(plan: Plan, model: ModelRef, targets: list[str]) -> dict[str, Any]:
-    return {"model": asdict(model), "targets": targets, "input": plan.summary()}
+def shard_file(shard_id: str, generation: int = 0) -> str:
+    """A shard's output file name: `part-<id>.parquet`, `part-<id>.r<g>.parquet` in the g-th
+    replacement of the day (`--rescore`), so that no name of a replacement is a name of the set
+    it replaces: a reader that listed the old set and opens its files after the swap gets
+    "not found", never a file of the new set."""
+    suffix = f".r{generation}" if generation else ""
+    return f"part-{shard_id}{suffix}.parquet"
+
+
+def replacement(out: str) -> str:
+    """Where a replacement of predictions(D) is scored: `predictions/_rescore/dt=D`, hidden from
+    readers (a `_` folder) until `swap` puts it in place."""
+    root, name = out.rstrip("/").rsplit("/", 1)
+    return storage.join(root, REPLACEMENTS, name)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a run does with predictions(D); `decide` makes it for `score` and `daily` alike.
+
+    action: "score" (score the missing shards of `target` and finalize it), "done" (complete
+    with this model already: nothing to do) or "kept" (complete with another model, left as it
+    is: `message` names both). `target` is predictions(D), or its replacement (`replacement`)
+    when complete predictions are being replaced; `replaces` the model version replaced."""
+
+    action: str
+    target: str
+    generation: int
+    message: str
+    replaces: str | None = None
+
+
+def _state(plan: Plan, model: ModelRef, targets: list[str], generation: int) -> dict[str, Any]:
+    return {"model": asdict(model), "targets": targets, "input": plan.summary(),
+            "generation": generation}
+
+
+def _read_state(part: str) -> dict[str, Any] | None:
+    uri = storage.join(part, STATE)
+    return storage.read_json(uri) if storage.exists(uri) else None
 
 
 def _input_differences(have: dict[str, Any], plan: Plan) -> list[str]:
@@ -153,47 +195,143 @@ def _input_differences(have: dict[str, Any], plan: Plan) -> list[str]:
     return problems
 
 
-def prepare(
-    out: str, plan: Plan, model: ModelRef, targets: list[str], restart: bool
-) -> bool:
-    """Reconcile predictions(D) with this run; True when it is already complete for it.
+def _model_differences(have: dict[str, Any], model: ModelRef, targets: list[str]) -> list[str]:
+    problems = []
+    if have["model"]["version"] != model.version:
+        problems.append(
+            f"it was scored with model {have['model']['name']} {have['model']['version']}, "
+            f"this run uses {model.name} {model.version}"
+        )
+    elif have["model"]["sha256"] != model.sha256:
+        problems.append(
+            f"model {model.version}'s weights changed since (sha256 "
+            f"{have['model']['sha256'][:12]} then, {model.sha256[:12]} now)"
+        )
+    if have["targets"] != targets:
+        problems.append(f"it scored targets {have['targets']}, this run scores {targets}")
+    return problems
 
-    Raises BadInput when existing output (partial or complete) was made by another model
-    version or from another input layout, unless `restart` discards it first.
+
+def decide(out: str, plan: Plan, model: ModelRef, targets: list[str], rescore: bool = False,
+           restart: bool = False) -> Decision:
+    """Reconcile predictions(D) `out` with this run, the one decision of `score` and `daily`.
+
+    A complete day is immutable by default: with the same model and input a rerun is "done";
+    made by another model version it is "kept", and the message names both versions and
+    `--rescore`. `rescore` scores a replacement beside it instead (`replacement`), which `swap`
+    puts in place whole. `restart` discards whatever exists first. Partial output of this run
+    is resumed. Raises BadInput (exit 4) when existing output cannot be mixed with this run
+    (partial output of another model or input; a complete day of another input) and neither
+    option says what to do with it.
     """
-    want = _state(plan, model, targets)
+    staging = replacement(out)
     if restart:
         discard(out)
-    have_state = storage.exists(storage.join(out, STATE))
-    if have_state:
-        have = storage.read_json(storage.join(out, STATE))
-        problems = []
-        if have["model"]["version"] != model.version:
-            problems.append(
-                f"it was scored with model {have['model']['name']} {have['model']['version']}, "
-                f"this run uses {model.name} {model.version}"
-            )
-        elif have["model"]["sha256"] != model.sha256:
-            problems.append(
-                f"model {model.version}'s weights changed since (sha256 "
-                f"{have['model']['sha256'][:12]} then, {model.sha256[:12]} now)"
-            )
+        discard(staging)
+    if storage.is_complete(staging) and not storage.is_complete(out):
+        log.warning("finishing an interrupted replacement %s", kv(partition=out))
+        swap(staging, out)
+    if not storage.is_complete(out):
+        have = _read_state(out)
+        generation = have.get("generation", 0) if have else 0
+        return _begin(out, plan, model, targets, generation, discard_other=rescore)
+    have = _read_state(out)
+    if rescore:
+        old = have["model"]["version"] if have else None
+        generation = (have.get("generation", 0) if have else 0) + 1
+        decision = _begin(staging, plan, model, targets, generation, discard_other=True)
+        return Decision("score", staging, decision.generation,
+                        f"replacing predictions {_name(out)} of model {old} with {model.version}",
+                        replaces=old)
+    if have is None:
+        raise BadInput(f"predictions {out} hold files of an unknown run (no {STATE}); "
+                       "rerun with --rescore to replace them")
+    generation = have.get("generation", 0)
+    if problems := _input_differences(have["input"], plan):
+        raise BadInput(
+            f"predictions {out} are complete, but {'; '.join(problems)}. Rerun with --rescore "
+            "to replace them."
+        )
+    old = have["model"]["version"]
+    if old != model.version:
+        day = _name(out).removeprefix("dt=")
+        return Decision(
+            "kept", out, generation,
+            f"predictions {_name(out)} are complete with model {old}; the model for {day} is "
+            f"now {model.version}: kept the {old} predictions (a complete day is not rescored "
+            f"by default); rerun with --rescore to replace them with {model.version}'s, "
+            "atomically",
+        )
+    if problems := _model_differences(have, model, targets):
+        raise BadInput(f"predictions {out} are complete, but {'; '.join(problems)}. Rerun "
+                       "with --rescore to replace them.")
+    return Decision("done", out, generation,
+                    f"predictions {_name(out)} already complete with model {old}")
+
+
+def _name(part: str) -> str:
+    return part.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _begin(target: str, plan: Plan, model: ModelRef, targets: list[str], generation: int,
+           discard_other: bool) -> Decision:
+    """Start or resume scoring into the incomplete partition `target`: resume output of this
+    very run (its `_scoring.json` matches), discard other output where `discard_other`, else
+    refuse it (BadInput). Writes the state of a fresh start."""
+    have = _read_state(target)
+    if have is not None:
+        problems = _model_differences(have, model, targets)
         problems += _input_differences(have["input"], plan)
-        if have["targets"] != targets:
-            problems.append(f"it scored targets {have['targets']}, this run scores {targets}")
-        if problems:
+        if not problems:
+            done = len(done_shards(target))
+            return Decision("score", target, have.get("generation", 0),
+                            f"resuming predictions {_name(target)}: {done} of "
+                            f"{len(plan.shards)} shards done")
+        if not discard_other:
             raise BadInput(
-                f"predictions {out} already hold output that cannot be mixed with this run: "
+                f"predictions {target} already hold output that cannot be mixed with this run: "
                 f"{'; '.join(problems)}. Rerun with --restart to discard it."
             )
-        return storage.is_complete(out)
-    if storage.list_files(out, suffix=".parquet") or storage.is_complete(out):
-        raise BadInput(
-            f"predictions {out} hold files of an unknown run (no {STATE}); "
-            "rerun with --restart to discard them"
-        )
-    storage.write_json(storage.join(out, STATE), want)
-    return False
+        discard(target)
+    elif storage.list_files(target, suffix=".parquet"):
+        if not discard_other:
+            raise BadInput(
+                f"predictions {target} hold files of an unknown run (no {STATE}); "
+                "rerun with --restart to discard them"
+            )
+        discard(target)
+    storage.write_json(storage.join(target, STATE), _state(plan, model, targets, generation))
+    return Decision("score", target, generation, f"scoring predictions {_name(target)}")
+
+
+def swap(staging: str, out: str) -> None:
+    """Put the complete replacement `staging` in the place of predictions(D) `out`.
+
+    Locally two renames (the old folder aside, the new one in): a reader sees the old complete
+    set, briefly no partition (it refuses the day), or the new complete set. S3 has no rename:
+    the old marker goes first (readers refuse the day from then), then the old files, then the
+    new ones are copied in (server-side) with the marker last. Either way a reader never gets
+    a mix: the sets share no file name (`shard_file`)."""
+    fs, src = storage.resolve(staging)
+    _, dst = storage.resolve(out)
+    if isinstance(fs, pafs.LocalFileSystem):
+        aside = staging.rstrip("/") + ".replaced"
+        storage.delete(aside)
+        if storage.exists(out):
+            fs.move(dst, storage.resolve(aside)[1])
+        fs.move(src, dst)
+        storage.delete(aside)
+        return
+    storage.delete(storage.join(out, storage.MARKER))
+    for uri in storage.list_files(out):
+        storage.delete(uri)
+    names = [u.rsplit("/", 1)[1] for u in storage.list_files(staging)]
+    for name in [*names, STATE, MANIFEST, storage.MARKER]:
+        try:
+            fs.copy_file(f"{src.rstrip('/')}/{name}", f"{dst.rstrip('/')}/{name}")
+        except OSError as e:
+            raise storage.StorageError(f"cannot copy {name} from {staging} to {out}: {e}") from e
+    storage.delete(staging)
 
 
 def discard(out: str) -> None:
@@ -220,9 +358,11 @@ def missing(out: str, plan: Plan) -> list[Shard]:
 
 
 def finalize(
-    out: str, plan: Plan, model: ModelRef, day: dt.date, extra: dict | None = None
+    out: str, plan: Plan, model: ModelRef, day: dt.date, extra: dict | None = None,
+    generation: int = 0, latest: bool = True,
 ) -> dict:
-    """Check every shard, write _manifest.json, the marker, then move latest.json.
+    """Check every shard, write _manifest.json, the marker, then (with `latest`) move
+    latest.json; a replacement (`generation` > 0) moves it only once `swap` put it in place.
 
     Raises MissingInput while shards are missing, BadInput when a shard file disagrees with the
     plan (row count, model version): the partition is then left without a marker.
@@ -263,7 +403,8 @@ def finalize(
         "rows": plan.rows,
         "model": asdict(model),
         "input": plan.summary(),
-        "files": [shard.file_name for shard in plan.shards],
+        "files": [shard_file(shard.id, generation) for shard in plan.shards],
+        "generation": generation,
         "shards": {
             # runtime: absent from shards scored before it was recorded.
             sid: {k: r[k] for k in ("input_file", "row_groups", "rows", "seconds", "worker",
@@ -281,12 +422,13 @@ def finalize(
     }
     storage.write_json(storage.join(out, MANIFEST), manifest)
     storage.mark_complete(out)
-    _move_latest(out, day, manifest)
+    if latest:
+        move_latest(out, day, manifest)
     log.info("predictions complete %s", kv(partition=out, rows=plan.rows, model=model.version))
     return manifest
 
 
-def _move_latest(out: str, day: dt.date, manifest: dict) -> None:
+def move_latest(out: str, day: dt.date, manifest: dict) -> None:
     """Point latest.json at day D, unless it already points at a later complete day. Its
     `partition` is relative to the predictions root, where latest.json sits: `dt=D`."""
     root = out.rsplit("/", 1)[0]

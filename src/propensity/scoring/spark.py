@@ -55,13 +55,14 @@ def _score_partition(shard_jsons, payload):
     for shard_json in shard_jsons:
         shard = layout.Shard(**json.loads(shard_json))
         record = score_shard(shard, shipped["out"], scorer, meta["version"], day, cfg,
-                             worker="spark")
+                             worker="spark", generation=shipped["generation"])
         yield json.dumps({k: record[k] for k in ("shard", "rows", "seconds")})
 
 
 def score_on_spark(cfg: Config, day: dt.date, out: str, todo: list[layout.Shard], meta: dict,
-                   how: str = "eager"):
-    """Score `todo` shards on the cluster of the config's Spark session with runtime `how`."""
+                   how: str = "eager", generation: int = 0):
+    """Score `todo` shards into `out` (files of `generation`) on the cluster of the config's
+    Spark session with runtime `how`."""
     from dataclasses import asdict
 
     from propensity.registry import store
@@ -80,7 +81,7 @@ def score_on_spark(cfg: Config, day: dt.date, out: str, todo: list[layout.Shard]
     onnx = store.read_onnx(cfg, meta["version"], meta) if how == "onnx" else None
     payload = sc.broadcast(
         {"weights": weights, "onnx": onnx, "meta": meta, "cfg": cfg.model_dump_json(),
-         "day": day.isoformat(), "out": out}
+         "day": day.isoformat(), "out": out, "generation": generation}
     )
     shards = sc.parallelize([json.dumps(asdict(s)) for s in todo], numSlices=len(todo))
     try:
