@@ -60,10 +60,13 @@ def cli_train(day, sets, *flags):
 
 
 class Capture(pl.Callback):
-    """Records the weights the fit starts from."""
+    """Records the weights the fit starts from and those of its last step."""
 
     def on_fit_start(self, trainer, pl_module):
         self.start = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+    def on_train_end(self, trainer, pl_module):
+        self.end = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
 
 
 class Interrupt(pl.Callback):
@@ -111,7 +114,7 @@ def test_train_end_to_end_warm_start_and_gate(tmp_path, histories):
     warm, _ = load_model(cfg, meta2["version"])
     for name in ("wide.weight", "wide.bias"):  # held at that regression while the rest trained
         torch.testing.assert_close(warm.state_dict()[name], capture.start[name])
-    assert not torch.equal(warm.state_dict()["head.3.weight"], champion_state["head.3.weight"])
+    assert not torch.equal(capture.end["head.3.weight"], capture.start["head.3.weight"])
     assert meta2["gate"]["champion_auc"]["order_7d"] == pytest.approx(
         meta2["gate"]["candidate_auc"]["order_7d"], abs=0.1
     )
@@ -158,16 +161,22 @@ def test_train_end_to_end_warm_start_and_gate(tmp_path, histories):
     assert json.loads(whole.stdout)["gate"] == lost["gate"]
 
 
-def test_a_model_trained_on_one_weekday_scores_the_others_on_its_scale(tmp_path, histories):
+@pytest.mark.parametrize("wide_part", ["fit", "train"])
+def test_a_model_trained_on_one_weekday_scores_the_others_on_its_scale(tmp_path, histories,
+                                                                        wide_part):
     """On one snapshot pair the weekday of prediction time is constant: a model trained there
     must not read another weekday as thousands of standard deviations (before the std floor,
-    such a model scored every other weekday near 0)."""
-    sets = settings(tmp_path, histories, "gate.min_auc=0",
-                    "gate.min_lift_over_baseline=-1")
+    such a model scored every other weekday near 0). The wide part stays at its regression
+    with `training.wide_part=fit` and trains with `train`."""
+    sets = settings(tmp_path, histories, "gate.min_auc=0", "gate.min_lift_over_baseline=-1",
+                    f"training.wide_part={wide_part}")
     cfg = make_config(tmp_path / "data", *sets[1:])
-    meta = train(cfg, D, cold=True)
+    capture = Capture()
+    meta = train(cfg, D, cold=True, callbacks=[capture])
     assert len(meta["data"]["snapshot_pairs"]) == 1
     model, _ = load_model(cfg, meta["version"])
+    held = torch.equal(capture.end["wide.weight"], capture.start["wide.weight"])
+    assert held == (wide_part == "fit")
     examples = load_examples(cfg, D)
     rows = examples.val_rows
     scores = predict(model, examples.encoded, rows, 256)

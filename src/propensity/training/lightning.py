@@ -136,13 +136,7 @@ class PropensityTask(pl.LightningModule):
         fields = {"epoch": self.current_epoch, "val_loss": f"{loss.item():.5f}"}
         if self._train_n:
             fields["train_loss"] = f"{(self._train_loss / self._train_n).item():.5f}"
-        from torchmetrics.functional.classification import binary_auroc
-
-        for j, name in enumerate(self.model.targets):
-            t = y[:, j].long()
-            if 0 < int(t.sum()) < len(t):
-                fields[f"val_auroc_{name}"] = f"{binary_auroc(logits[:, j], t).item():.4f}"
-        log.info("epoch %s", kv(**fields))
+        log.info("epoch %s", kv(**fields, **_aurocs(logits, y, self.model.targets)))
 
     def configure_optimizers(self):
         trained = [p for p in self.model.parameters() if p.requires_grad]  # not a fixed wide part
@@ -178,24 +172,40 @@ class BestWeights(pl.Callback):
         info = {"val_loss": self.best_loss, "epoch": self.best_epoch}
         _atomic_write(os.path.join(self.folder, "best.json"), json.dumps(info).encode())
 
-
-@torch.no_grad()
-def validation_loss(model: torch.nn.Module, batches) -> float:
-    """Mean binary cross-entropy of `model` over (batch, labels) pairs, on the CPU."""
-    model.eval()
-    total, n = 0.0, 0
-    for batch, y in batches:
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            model(batch).float(), y, reduction="sum")
-        total, n = total + float(loss), n + y.numel()
-    model.train()
-    return total / max(n, 1)
-
     def state_dict(self) -> dict:
         return {"best_loss": self.best_loss, "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state: dict) -> None:
         self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, batches) -> tuple[float, dict[str, str]]:
+    """Mean binary cross-entropy of `model` over (batch, labels) pairs, on the CPU, and the
+    AUROC per target as the epochs log it."""
+    model.eval()
+    logits, labels = [], []
+    for batch, y in batches:
+        logits.append(model(batch).float())
+        labels.append(y)
+    model.train()
+    if not logits:
+        return math.inf, {}
+    logit, y = torch.cat(logits), torch.cat(labels)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, y)
+    return float(loss), _aurocs(logit, y, model.targets)
+
+
+def _aurocs(logits: torch.Tensor, y: torch.Tensor, targets: list[str]) -> dict[str, str]:
+    """`val_auroc_<target>` per target with both classes among the rows (for the log)."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    out = {}
+    for j, name in enumerate(targets):
+        t = y[:, j].long()
+        if 0 < int(t.sum()) < len(t):
+            out[f"val_auroc_{name}"] = f"{binary_auroc(logits[:, j], t).item():.4f}"
+    return out
 
 
 def _atomic_write(path: str, data: bytes) -> None:

@@ -170,8 +170,8 @@ def fit(cfg: Config, examples: Examples, model, epochs: int, folder: str, callba
     if resume:
         log.info("resuming %s", kv(checkpoint=last))
     else:  # the starting point competes too: training must beat it (cold: the regression)
-        start_loss = validation_loss(model, val_dl)
-        log.info("starting point %s", kv(val_loss=f"{start_loss:.5f}"))
+        start_loss, aurocs = validation_loss(model, val_dl)
+        log.info("starting point %s", kv(val_loss=f"{start_loss:.5f}", **aurocs))
         best.offer(start_loss, -1, model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
