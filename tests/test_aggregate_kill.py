@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _histories_data import snapshot_rows
+from _histories_data import QUICK_JVM, snapshot_rows
 from conftest import make_config
 
 from propensity import storage
@@ -24,7 +24,7 @@ from propensity.histories.job import run
 
 START = dt.date(2026, 1, 1)
 DAY = START + dt.timedelta(days=2)
-OVERRIDES = ("events.max_bad_share=0.2", "spark.master=local[1]")
+OVERRIDES = ("events.max_bad_share=0.2", "spark.master=local[1]", QUICK_JVM)
 CLI = Path(sys.executable).with_name("propensity")
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _histories_data import snapshot_rows
+from _histories_data import QUICK_JVM, snapshot_rows
 from _scoring_data import publish_model, write_histories
 from _training_data import simulate, write_histories_days
 from conftest import make_config
@@ -32,7 +32,8 @@ from propensity.scoring.run import run as score_run
 pytestmark = pytest.mark.slow
 START = dt.date(2026, 1, 1)
 DAY = START + dt.timedelta(days=2)
-SPARK = ("spark.master=local[1]", "spark.shuffle_partitions=2", "histories.output_files=2")
+SPARK = ("spark.master=local[1]", "spark.shuffle_partitions=2", "histories.output_files=2",
+         QUICK_JVM)  # fmt: skip
 REFUSED = "is being written by another run"
 LEASE_HELD = 13
 CLI = Path(sys.executable).with_name("propensity")
@@ -123,7 +124,9 @@ def test_daily_twice_at_once_never_interleaves(stream, single_aggregate, tmp_pat
 
 
 def test_sigkilled_holder_blocks_while_fresh_then_is_taken_over(stream, single_aggregate, tmp_path):
-    stale = 40
+    # Long enough for the second run to see the lease fresh: it starts Python and the JVM before
+    # it reads the lease (9 s after the kill at load 11 on 2 cores); the third waits it out.
+    stale = 20
     sets = (f"storage.events={stream}", "events.max_bad_share=0.2", f"lease.stale_after_s={stale}",
             *SPARK)  # fmt: skip
     args = ("aggregate", "--date", str(DAY), "--full")
@@ -197,9 +200,11 @@ def score_setup(root):
 
 @pytest.fixture(scope="module")
 def single_score(tmp_path_factory):
+    """(config, rows) of one uninterrupted score run: the score tests compare with its rows,
+    the monitor test monitors its day (writing reports only)."""
     cfg = score_setup(tmp_path_factory.mktemp("single-score"))
     score_run(cfg, DAY)
-    return scored_rows(cfg)
+    return cfg, scored_rows(cfg)
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
@@ -208,17 +213,17 @@ def test_score_twice_at_once(where, single_score, tmp_path, request):
     cfg = score_setup(root)
     one_or_refused(twice(root, "score", "--date", str(DAY)), "score")
     rows = scored_rows(cfg)
-    assert rows == single_score
+    assert rows == single_score[1]
     assert len({r["profile_id"] for r in rows}) == len(rows) == 400
     no_lease_left(root)
 
 
-def test_monitor_twice_at_once(tmp_path):
-    cfg = score_setup(tmp_path)
-    score_run(cfg, DAY)
-    one_or_refused(twice(tmp_path, "monitor", "--date", str(DAY)), "monitor")
+def test_monitor_twice_at_once(single_score):
+    cfg = single_score[0]
+    root = cfg.storage.root
+    one_or_refused(twice(root, "monitor", "--date", str(DAY)), "monitor")
     report = storage.partition(cfg.uri("reports"), DAY)
     assert storage.is_complete(report)
     written = storage.read_json(storage.join(report, RESULT))
     assert written["rows"] == 400 and written["model_version"] == f"{DAY}.1"
-    no_lease_left(tmp_path)
+    no_lease_left(root)

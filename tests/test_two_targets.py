@@ -29,7 +29,7 @@ def test_two_targets_through_daily(spark, tmp_path):
 
     cfg = load_config(EXAMPLE, overrides=[
         f"storage.root={tmp_path}/data", f"training.work_dir={tmp_path}/work",
-        "model.hidden_size=8", "training.max_epochs=2", "training.accelerator=cpu",
+        "model.hidden_size=8", "training.max_epochs=1", "training.accelerator=cpu",
         "gate.min_auc=0", "histories.output_files=1", "spark.shuffle_partitions=2",
         # No alert: a week of history on a 3,000-profile stream moves between days by design.
         "monitoring.psi_threshold=100", "monitoring.js_threshold=100",
