@@ -43,7 +43,10 @@ def world(tmp_path_factory):
     data.write(cfg, events)
     meta = train(cfg, data.TRAIN_DAY)
     assert store.champion_version(cfg) == meta["version"]
-    result = runner.invoke(app, ["score", "--date", DAY.isoformat(), "--set", sets[0]])
+    # The training examples' own day, before the model's training date: named explicitly (the
+    # champion as of that day would be none).
+    result = runner.invoke(app, ["score", "--date", DAY.isoformat(), "--model", meta["version"],
+                                 "--set", sets[0]])
     assert result.exit_code == 0, result.output
     return cfg, sets[0], events
 

@@ -69,8 +69,10 @@ def world(tmp_path_factory):
                       "gate.min_auc=0")
     data.write(cfg, simulate(800, seed=5))
     meta = train(cfg, data.TRAIN_DAY)
-    result = runner.invoke(app, ["score", "--date", data.INPUT_DAY.isoformat(), "--set",
-                                 storage_set, "--set", TARGETS])
+    # The training examples' own day, before the model's training date: named explicitly (the
+    # champion as of that day would be none).
+    result = runner.invoke(app, ["score", "--date", data.INPUT_DAY.isoformat(), "--model",
+                                 meta["version"], "--set", storage_set, "--set", TARGETS])
     assert result.exit_code == 0, result.output
     return cfg, meta
 
