@@ -69,8 +69,7 @@ def labels(inputs: pa.Table, later: pa.Table, cfg: Config, as_of: dt.date) -> np
         old_owner = _owners(later, "older_ts")
         old_ts = pc.fill_null(_flat(later, "older_ts").cast(pa.int64()), 0).to_numpy()
         old_types = _flat(later, "older_event_type")
-        old_price = pc.fill_null(_flat(later, "older_price").cast(pa.float64()), -1.0).to_numpy(
-            zero_copy_only=False)
+        old_items = {"price": _flat(later, "older_price")}  # all a predicate not on ids reads
     out = np.zeros((inputs.num_rows, len(cfg.targets)), dtype=np.float32)
     for j, target in enumerate(cfg.targets):
         end = start + target.horizon_days * _MS_PER_DAY
@@ -78,8 +77,7 @@ def labels(inputs: pa.Table, later: pa.Table, cfg: Config, as_of: dt.date) -> np
         hit = _hits(types, ts, target, start, end, predicate.matches(items))
         positive = np.bincount(owner[hit], minlength=later.num_rows) > 0
         if older and not predicate.on_ids:
-            floor = -np.inf if target.min_price is None else target.min_price
-            old = _hits(old_types, old_ts, target, start, end, old_price >= floor)
+            old = _hits(old_types, old_ts, target, start, end, predicate.matches(old_items))
             positive |= np.bincount(old_owner[old], minlength=later.num_rows) > 0
         out[present, j] = positive[where[present]]
     return out
