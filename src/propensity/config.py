@@ -197,6 +197,9 @@ class TrainingConfig(_Section):
     # misses; "train" = trained with the rest from that fit (AdamW's steps then walk it off the
     # regression's optimum: docs/train.md, "Quality").
     wide_part: Literal["fit", "train"] = "fit"
+    # Weight of the auxiliary loss over every history's earlier cut points (did a target's
+    # event follow each event within its horizon: propensity.training.auxiliary); 0 = off.
+    aux_loss_weight: float = Field(0.0, ge=0)
     bucket_window: int = Field(64, gt=0)  # batches per length-sorted window (more: less padding)
     split_salt: str = "propensity-split-v1"  # key of the validation hash split; changing it reshuffles
     work_dir: str | None = None  # local resumable checkpoints; None = ~/.cache/propensity/train
