@@ -122,3 +122,63 @@ def test_trend_of_five_statistics_fits_the_page():
         r["checks"].append(_check("input_ks:history_length", "ks", 0.1, alerts=False))
     png = png_bytes(report.trend_figure(trend), dpi=90)
     assert Image.open(io.BytesIO(png)).width <= PAGE_WIDTH
+
+
+@pytest.fixture(scope="module")
+def counter_summaries(tmp_path_factory):
+    """Real summaries of D-7 and D (a full snapshot chain: 21 days, a 14-day window), and of D
+    with 40% of its rows' counters unknown."""
+    import datetime as dt
+
+    import _counters_data as shop
+    from conftest import make_config
+
+    from propensity.model import stats
+
+    cfg = make_config(tmp_path_factory.mktemp("shop"), "histories.retention_days=14")
+    start, day = dt.date(2026, 1, 1), dt.date(2026, 1, 21)
+    shop.generate(cfg, start, 21, 600)
+    ref_day = day - dt.timedelta(days=7)
+    today = shop.snapshot(cfg, day)
+    return (stats.summarize(shop.snapshot(cfg, ref_day), {}, ref_day, cfg),
+            stats.summarize(today, {}, day, cfg),
+            stats.summarize(shop.counters_unknown(today, 0.4), {}, day, cfg))
+
+
+def _counter_axes(fig):
+    return [ax for ax in fig.axes if ax.get_title().startswith("counter ")]
+
+
+def test_inputs_figure_draws_each_counter_against_the_reference(counter_summaries):
+    from matplotlib.patches import Rectangle, StepPatch
+
+    from propensity.model import stats
+
+    reference, _, current = counter_summaries
+    fig = report.input_figure(current, reference)
+    axes = _counter_axes(fig)
+    assert len(axes) == len(stats.counter_edges())
+    for ax, name in zip(axes, stats.counter_edges()):
+        cur, ref = current["counters"][name], reference["counters"][name]
+        assert ax.get_title() == (f"counter {name.replace('_', ' ')} (unknown "
+                                  f"{current['counters']['unknown_share']:.0%}, ref 0%)")
+        assert ax.get_ylabel() == "share of profiles (known counters)"
+        bars = [p.get_height() for p in ax.patches if isinstance(p, Rectangle)]
+        assert bars == pytest.approx(np.array(cur["counts"]) / cur["n"])  # known rows only
+        (stairs,) = [p for p in ax.patches if isinstance(p, StepPatch)]
+        assert stairs.get_data().values == pytest.approx(np.array(ref["counts"]) / ref["n"])
+    assert current["counters"]["unknown_share"] > 0.3  # the titles above say so
+    png = png_bytes(fig, dpi=90)
+    assert Image.open(io.BytesIO(png)).width <= PAGE_WIDTH
+
+
+def test_inputs_figure_of_a_reference_without_counters_draws_today_alone(counter_summaries):
+    from matplotlib.patches import StepPatch
+
+    reference, current, _ = counter_summaries
+    older = {k: v for k, v in reference.items() if k != "counters"}
+    fig = report.input_figure(current, older)
+    for ax in _counter_axes(fig):
+        assert ax.get_title().endswith("(unknown 0%, ref –)")
+        assert not [p for p in ax.patches if isinstance(p, StepPatch)]
+    report.pyplot().close(fig)

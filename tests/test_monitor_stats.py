@@ -84,3 +84,39 @@ def test_merge_refuses_different_bins(config, tmp_path):
         stats.merge([a, b])
     with pytest.raises(ValueError, match="shape"):
         stats.summarize(table, {"order_7d": np.zeros(3)}, DAY, config)
+
+
+def test_counter_histograms_match_the_window_events_they_count(tmp_path):
+    """The counter statistics, recomputed in plain Python from each profile's window events
+    (its lists and the `older_*` events the cap cut), on a real snapshot with a planted share of
+    rows whose counters are unknown (those are counted, not binned)."""
+    import bisect
+
+    import _counters_data as shop
+    from conftest import make_config
+
+    cfg = make_config(tmp_path, "histories.retention_days=14", "histories.max_events=20")
+    day = dt.date(2026, 1, 16)
+    shop.generate(cfg, dt.date(2026, 1, 1), 16, 300)
+    table = shop.counters_unknown(shop.snapshot(cfg, day), 0.25)
+    summary = stats.summarize(table, {}, day, cfg)["counters"]
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
+    known = [r for r in table.to_pylist() if r["counter_types"] is not None]
+    assert summary["unknown"] == table.num_rows - len(known) > 0
+    assert any(r["older_ts"] for r in known)  # the cap cut events the counters still count
+    values = {name: [] for name in stats.counter_edges()}
+    for r in known:
+        ts = r["older_ts"] + r["ts"]
+        types = r["older_event_type"] + r["event_type"]
+        prices = r["older_price"] + r["price"]
+        values["days_since_first_seen"].append((end - min(ts)).total_seconds() / 86400)
+        values["window_events"].append(len(ts))
+        values["window_orders"].append(types.count("order"))
+        values["order_value"].append(sum(p or 0.0 for p, t in zip(prices, types) if t == "order"))
+    for name, edges in stats.counter_edges().items():
+        counts = [0] * (len(edges) - 1)
+        for v in values[name]:  # out-of-range values into the end bins
+            counts[min(max(bisect.bisect_right(edges, v) - 1, 0), len(counts) - 1)] += 1
+        hist = summary[name]
+        assert hist["counts"] == counts, name
+        assert hist["n"] == len(known) and hist["sum"] == pytest.approx(sum(values[name]))

@@ -17,9 +17,26 @@ it does not cry wolf; a large one leaves the practical threshold in charge.
 - null shares of article/brand/category/price: absolute change of the share (two-proportion
   z-test);
 - today's events (`day_events`): each event type's share of the day against the reference's,
-  as a ratio (a behaviour shift: more or fewer orders).
+  as a ratio (a behaviour shift: more or fewer orders);
+- the histories' window counters (histories version 2, the profile context the model reads):
+  the KS check of each counter histogram (`input_ks:counter:<name>`; days since first seen,
+  window events, window orders, order value), its sample sizes the rows with known counters on
+  each side, and the share of rows with unknown counters (`counters_unknown_share`, a
+  two-proportion check like the null shares).
 Sample sizes of the histories' checks are profiles (rows): events of one profile are not
 independent draws.
+
+The counters are sums and extremes over the retention window, and on a young snapshot chain
+that window is cut by the chain's own start: until the chain is `retention_days` old, every
+day's window is a day longer than the last, so tenure (days since first seen) grows daily and so
+do the window's events, orders and order value, with nothing wrong. Their distributions are
+stationary only once every window is full. So the four counter histograms are compared only when
+every day of the reference has a profile first seen on the first or second day of its window
+(its longest tenure at least `retention_days` - 1): that reference's chain was full, and D, later
+on the same chain, is too. Before that they are skipped with the reason and the reference's
+longest tenure. The test is on the reference alone, never on D: a broken merge that resets
+tenure on D must fail its check, not skip it. The unknown share does not depend on the window's
+length and is always compared.
 """
 
 from __future__ import annotations
@@ -216,6 +233,66 @@ def checks(current: dict, reference: dict, cfg: Config) -> list[dict[str, Any]]:
         out.append(check(f"null_share:{field}", "inputs", "abs_change", abs(share - ref),
                          m.null_share_threshold, noise, p, n, n_ref,
                          {"share": share, "reference_share": ref}))
+    return out + counter_checks(current, reference, cfg)
+
+
+def _unfilled_window(reference: dict, retention_days: int) -> str | None:
+    """Why the reference's counters describe windows not yet full (a young snapshot chain),
+    or None when every day of it reaches the whole retention window."""
+    parts = list((reference.get("by_day") or {}).values()) or [reference]
+    tenures = [part["counters"]["days_since_first_seen"] for part in parts]
+    # A day without known counters adds no row to the histograms: it cannot make them young.
+    longest = min(t["max"] for t in tenures if t["n"])
+    if longest >= retention_days - 1:
+        return None
+    return (f"young snapshot chain: the reference's longest tenure is {longest:.1f} days, under "
+            f"retention_days {retention_days}, so its windows were not full and the counters "
+            "still grow daily")
+
+
+def counter_checks(current: dict, reference: dict, cfg: Config) -> list[dict[str, Any]]:
+    """The checks of the histories' window counters: `counters_unknown_share`, then the KS
+    check of each counter histogram over the rows with known counters. A summary without
+    `counters` (made before them) skips them all with the reason. Where neither side has a row
+    with known counters (a chain of version-1 snapshots) only the unknown share is reported:
+    there is no distribution to compare, and the model reads only the unknown flag."""
+    m = cfg.monitoring
+    cur, ref = current.get("counters"), reference.get("counters")
+    n, n_ref = current["rows"], reference.get("rows", 0)
+    names = [f"input_ks:counter:{k}" for k in stats.counter_edges()]
+    missing = None
+    if ref is None:
+        missing = ("the reference has no counter statistics (a model trained before the "
+                   "counters): retrain to get them")
+    elif cur is None:
+        missing = "today's summary has no counter statistics (scored before the counters)"
+    elif not n or not n_ref:
+        missing = "no profiles"
+    if missing:
+        return [_skipped("counters_unknown_share", "inputs", "abs_change",
+                         m.null_share_threshold, missing, n, n_ref),
+                *(_skipped(k, "inputs", "ks", m.ks_threshold, missing, n, n_ref) for k in names)]
+    share, ref_share = cur["unknown_share"], ref["unknown_share"]
+    noise, p = proportion_noise(ref_share, n_ref, share, n, m.significance)
+    out = [check("counters_unknown_share", "inputs", "abs_change", abs(share - ref_share),
+                 m.null_share_threshold, noise, p, n, n_ref,
+                 {"share": share, "reference_share": ref_share, "unknown": cur["unknown"],
+                  "reference_unknown": ref["unknown"]})]
+    known, ref_known = n - cur["unknown"], n_ref - ref["unknown"]
+    if not known and not ref_known:
+        return out
+    if not ref_known:
+        reason = "no row with known counters in the reference"
+    elif not known:
+        reason = "no row with known counters today"
+    else:
+        reason = _unfilled_window(reference, cfg.histories.retention_days)
+    for name, counter in zip(names, stats.counter_edges()):
+        if reason:
+            out.append(_skipped(name, "inputs", "ks", m.ks_threshold, reason, known, ref_known))
+        else:
+            out.append(_ks_check(name, "inputs", ref[counter], cur[counter], m.ks_threshold,
+                                 m.significance, known, ref_known))
     return out
 
 

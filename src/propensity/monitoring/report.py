@@ -3,7 +3,8 @@
 Sections: the verdict first (alerts by kind: data quality, drift, quality); what the reference
 is; data quality of D (records in, quarantined by reason, D's own events against the reference);
 every check (sample sizes, value, threshold, p-value, pass/fail); scores on the reference's
-quantile bins; input distributions against the reference; the trend of the checks over the last
+quantile bins; input distributions against the reference (the histories' window counters
+among them, with the share of rows whose counters are unknown); the trend of the checks over the last
 `monitoring.trend_days` reports, model changes marked; realised quality of D-H (AUROC/AP against
 validation, calibration on the reference's quantile bins) and realised-vs-validation AUROC per
 model version; the explanation stage's global attribution summary when
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
+from propensity.model import stats
 from propensity.plots import img_tag, pyplot
 
 _CUR, _REF = "#1f77b4", "#ff7f0e"
@@ -99,23 +101,43 @@ def score_figure(checks: list[dict]):
 _UNIT = {"price": "share of events with a price"}
 
 
+def _input_panels(current: dict, reference: dict) -> list[tuple[str, dict, dict | None, str]]:
+    """(title, today's histogram, the reference's where it has the same bins, y label) of each
+    numeric input, then of each window counter (rows with known counters; the title gives the
+    share of rows whose counters are unknown, today and in the reference)."""
+    out = []
+    for name, cur in current["numeric"].items():
+        out.append((name.replace("_", " "), cur, reference.get("numeric", {}).get(name),
+                    _UNIT.get(name, "share of profiles")))
+    counters, ref_counters = current.get("counters"), reference.get("counters")
+    if counters is not None:
+        ref_unknown = ("–" if ref_counters is None
+                       else f"{ref_counters['unknown_share']:.0%}")
+        for name in stats.counter_edges():
+            title = (f"counter {name.replace('_', ' ')} (unknown {counters['unknown_share']:.0%}"
+                     f", ref {ref_unknown})")
+            out.append((title, counters[name], (ref_counters or {}).get(name),
+                        "share of profiles (known counters)"))
+    return out
+
+
 def input_figure(current: dict, reference: dict):
-    """Each input's histogram today against the reference's, then the event-type mix and the
-    null shares; one legend for the figure (today blue, reference orange in every panel)."""
+    """Each input's histogram today against the reference's, then each window counter's, the
+    event-type mix and the null shares; one legend for the figure (today blue, reference orange
+    in every panel)."""
     plt = pyplot()
-    numeric = list(current["numeric"])
-    fig, flat = _grid(plt, len(numeric) + 2, 4.3, 2.8)
-    for ax, name in zip(flat, numeric):
-        cur, ref = current["numeric"][name], reference.get("numeric", {}).get(name)
+    panels = _input_panels(current, reference)
+    fig, flat = _grid(plt, len(panels) + 2, 4.3, 2.8)
+    for ax, (title, cur, ref, unit) in zip(flat, panels):
         same = ref is not None and ref.get("edges") == cur["edges"]
         _bins_against_reference(ax, cur["counts"], ref["counts"] if same else None,
                                 cur["edges"])
-        ax.set_title(name.replace("_", " "), fontsize=9)
-        ax.set_ylabel(_UNIT.get(name, "share of profiles"), fontsize=8)
-    _paired_bars(flat[len(numeric)], current["event_types"]["shares"],
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(unit, fontsize=8)
+    _paired_bars(flat[len(panels)], current["event_types"]["shares"],
                  reference.get("event_types", {}).get("shares", {}),
                  "event-type mix (histories)", "share of events", rotation=45)
-    _paired_bars(flat[len(numeric) + 1], current["null_shares"],
+    _paired_bars(flat[len(panels) + 1], current["null_shares"],
                  reference.get("null_shares", {}), "null share per field", "share null")
     handles, labels = flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncol=2, fontsize=8, frameon=False)
