@@ -155,6 +155,7 @@ class ModelConfig(_Section):
     category_buckets: int = Field(1 << 8, gt=0)
     category_dim: int = Field(4, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
+    input_dropout: float = Field(0.0, ge=0, lt=1)  # on the LSTM's per-event inputs, training only
     # Time constants (days) of the decayed event counts per type that the head reads beside the
     # LSTM state (recency-weighted frequency, as RFM models use); [] = the LSTM state alone.
     count_decay_days: tuple[float, ...] = (1.0, 7.0, 30.0, 365.0)
@@ -197,9 +198,6 @@ class TrainingConfig(_Section):
     # misses; "train" = trained with the rest from that fit (AdamW's steps then walk it off the
     # regression's optimum: docs/train.md, "Quality").
     wide_part: Literal["fit", "train"] = "fit"
-    # Weight of the auxiliary loss over every history's earlier cut points (did a target's
-    # event follow each event within its horizon: propensity.training.auxiliary); 0 = off.
-    aux_loss_weight: float = Field(0.0, ge=0)
     bucket_window: int = Field(64, gt=0)  # batches per length-sorted window (more: less padding)
     split_salt: str = "propensity-split-v1"  # key of the validation hash split; changing it reshuffles
     work_dir: str | None = None  # local resumable checkpoints; None = ~/.cache/propensity/train

@@ -21,9 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from propensity.config import Config
 from propensity.model.batches import EncodedHistories, length_buckets
-from propensity.model.network import last_states
 from propensity.registry.store import weights_bytes
-from propensity.training.auxiliary import StepTargets, step_loss
 from propensity.ui import kv
 
 log = logging.getLogger(__name__)
@@ -96,20 +94,11 @@ def loader(encoded, labels, rows, cfg: Config, shuffle: bool, pin_memory: bool =
 class PropensityTask(pl.LightningModule):
     """Trains a PropensityModel with binary cross-entropy on every target."""
 
-    def __init__(self, model, learning_rate: float, weight_decay: float, seed: int,
-                 step_targets: StepTargets | None = None, aux_weight: float = 0.0):
-        """`step_targets` and `aux_weight` > 0 add the auxiliary loss over every history's
-        earlier cut points (`propensity.training.auxiliary`), through a linear head on every
-        hidden state that lives here, not in the model (training-only)."""
+    def __init__(self, model, learning_rate: float, weight_decay: float, seed: int):
         super().__init__()
         self.model = model
         self.learning_rate, self.weight_decay, self.seed = learning_rate, weight_decay, seed
-        self.step_targets = step_targets if aux_weight > 0 else None
-        self.aux_weight = aux_weight
-        self.aux_head = (torch.nn.Linear(model.model_cfg.hidden_size, len(model.targets))
-                         if self.step_targets is not None else None)
         self._train_loss = None
-        self._aux_loss = None
         self._train_n = 0
         self._val = []
 
@@ -118,7 +107,6 @@ class PropensityTask(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._train_loss, self._train_n = torch.zeros((), device=self.device), 0
-        self._aux_loss = torch.zeros((), device=self.device)
 
     def on_train_batch_start(self, pair, batch_idx) -> None:
         # Dropout draws depend only on (seed, epoch, step), never on what else consumed random
@@ -127,23 +115,11 @@ class PropensityTask(pl.LightningModule):
 
     def training_step(self, pair, batch_idx):
         batch, y = pair
-        if self.step_targets is None:
-            logits = self.model(batch)
-            aux = None
-        else:
-            x = self.model.embed(batch)
-            states = self.model.hidden_states(x)
-            logits = self.model.logits_from(
-                last_states(states, batch), batch.context, self.model.decayed_counts(x, batch)
-            )
-            aux = step_loss(self.aux_head(states), *self.step_targets(batch))
+        logits = self.model(batch)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
         self._train_loss += loss.detach() * len(y)  # no .item(): avoids a device sync per step
         self._train_n += len(y)
-        if aux is None:
-            return loss
-        self._aux_loss += aux.detach() * len(y)
-        return loss + self.aux_weight * aux
+        return loss
 
     def validation_step(self, pair, batch_idx):
         batch, y = pair
@@ -160,13 +136,10 @@ class PropensityTask(pl.LightningModule):
         fields = {"epoch": self.current_epoch, "val_loss": f"{loss.item():.5f}"}
         if self._train_n:
             fields["train_loss"] = f"{(self._train_loss / self._train_n).item():.5f}"
-            if self.step_targets is not None:
-                fields["aux_loss"] = f"{(self._aux_loss / self._train_n).item():.5f}"
         log.info("epoch %s", kv(**fields, **_aurocs(logits, y, self.model.targets)))
 
     def configure_optimizers(self):
-        # Not a fixed wide part; the auxiliary head's parameters are the task's own.
-        trained = [p for p in self.parameters() if p.requires_grad]
+        trained = [p for p in self.model.parameters() if p.requires_grad]  # not a fixed wide part
         return torch.optim.AdamW(trained, lr=self.learning_rate, weight_decay=self.weight_decay)
 
 

@@ -123,7 +123,6 @@ def fit(cfg: Config, examples: Examples, model, epochs: int, folder: str, callba
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
     from safetensors.torch import load_file
 
-    from propensity.training.auxiliary import StepTargets
     from propensity.training.lightning import (
         BestWeights,
         PropensityTask,
@@ -136,8 +135,7 @@ def fit(cfg: Config, examples: Examples, model, epochs: int, folder: str, callba
     accelerator, precision = device_settings(cfg)
     t = cfg.training
     os.makedirs(folder, exist_ok=True)
-    task = PropensityTask(model, t.learning_rate, t.weight_decay, t.seed,
-                          StepTargets(cfg.targets, model.spec), t.aux_loss_weight)
+    task = PropensityTask(model, t.learning_rate, t.weight_decay, t.seed)
     best = BestWeights(folder)
     cbs = [
         EarlyStopping(monitor="val_loss", mode="min", patience=t.early_stopping_patience),
