@@ -155,7 +155,6 @@ class ModelConfig(_Section):
     category_buckets: int = Field(1 << 8, gt=0)
     category_dim: int = Field(4, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
-    input_dropout: float = Field(0.0, ge=0, lt=1)  # on the LSTM's per-event inputs, training only
     # Time constants (days) of the decayed event counts per type that the head reads beside the
     # LSTM state (recency-weighted frequency, as RFM models use); [] = the LSTM state alone.
     count_decay_days: tuple[float, ...] = (1.0, 7.0, 30.0, 365.0)

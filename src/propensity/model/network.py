@@ -146,8 +146,6 @@ class PropensityModel(nn.Module):
             start += width
         self.input_size = start
         self.lstm = nn.LSTM(self.input_size, m.hidden_size, num_layers=1, batch_first=True)
-        # Dropout on the LSTM's per-event inputs while training (the counts read them undropped).
-        self.input_dropout = nn.Dropout(m.input_dropout)
         context_names = self.spec.context_features
         n_context = len(context_names)
         # Decayed and windowed, per type, of all events then of each item target's; then per
@@ -374,8 +372,7 @@ class PropensityModel(nn.Module):
     def sequence_part(self, x: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """What the head reads of the events: the final LSTM states [B, H] and the decayed
         counts [B, n_counts] (the context, counters included, is applied by `logits_from`)."""
-        states = self.hidden_states(self.input_dropout(x))
-        return last_states(states, batch), self.decayed_counts(x, batch)
+        return last_states(self.hidden_states(x), batch), self.decayed_counts(x, batch)
 
     def logits_from(
         self, final: torch.Tensor, context: torch.Tensor, counts: torch.Tensor
