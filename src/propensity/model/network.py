@@ -95,12 +95,6 @@ def log_age(batch: Batch) -> torch.Tensor:
     return torch.log1p(age_hours(batch)).to(batch.log_gap.dtype)
 
 
-def last_states(states: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """The hidden state at each history's last real event [B, H] of all states [B, T, H]."""
-    last = (batch.lengths.to(states.device) - 1).clamp(min=0)
-    return states[torch.arange(states.shape[0], device=states.device), last]
-
-
 class PropensityModel(nn.Module):
     """LSTM propensity model; `forward(batch)` gives logits [B, n_targets]."""
 
@@ -167,7 +161,7 @@ class PropensityModel(nn.Module):
         self.register_buffer("context_scale", scale, persistent=False)
         self.head = nn.Sequential(
             nn.Dropout(m.dropout),
-            nn.Linear(m.hidden_size + n_profile, m.hidden_size),
+            nn.Linear(m.hidden_size + n_context + self.n_counts, m.hidden_size),
             nn.ReLU(),
             nn.Linear(m.hidden_size, len(self.targets)),
         )
@@ -372,7 +366,10 @@ class PropensityModel(nn.Module):
     def sequence_part(self, x: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """What the head reads of the events: the final LSTM states [B, H] and the decayed
         counts [B, n_counts] (the context, counters included, is applied by `logits_from`)."""
-        return last_states(self.hidden_states(x), batch), self.decayed_counts(x, batch)
+        states = self.hidden_states(x)
+        last = (batch.lengths.to(states.device) - 1).clamp(min=0)
+        final = states[torch.arange(states.shape[0], device=states.device), last]
+        return final, self.decayed_counts(x, batch)
 
     def logits_from(
         self, final: torch.Tensor, context: torch.Tensor, counts: torch.Tensor
