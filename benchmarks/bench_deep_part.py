@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_train import config, load, the_day
+from bench_train import _wide_part_only, config, load, the_day
 
 ALPHAS = (0.0, 0.25, 0.5, 1.0)
 
@@ -39,18 +39,12 @@ ALPHAS = (0.0, 0.25, 0.5, 1.0)
 def wide_and_deep(model, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Logits of the wide part alone, of the deep head alone, and the labels, over `batches`."""
     model.eval()
-    last = model.head[-1]
-    weight, bias = last.weight.clone(), last.bias.clone()
+    wide_only = _wide_part_only(model)
     wide, deep, labels = [], [], []
     for batch, y in batches:
-        full = model(batch)
-        last.weight.zero_()
-        last.bias.zero_()
-        alone = model(batch)
-        last.weight.copy_(weight)
-        last.bias.copy_(bias)
+        alone = wide_only(batch)
         wide.append(alone)
-        deep.append(full - alone)
+        deep.append(model(batch) - alone)
         labels.append(y)
     model.train()
     return (torch.cat(wide).numpy(), torch.cat(deep).numpy(), torch.cat(labels).numpy())
@@ -69,13 +63,12 @@ def report(tag: str, model, batches) -> None:
     print(json.dumps(row), flush=True)
 
 
-def one_cut_per_profile(ex, rng) -> np.ndarray:
-    """One training row per profile, drawn at random among its cut points."""
-    ids = np.concatenate([p.table.column("profile_id").to_numpy(zero_copy_only=False)
-                          for p in ex.pairs])[ex.train_rows]
-    order = rng.permutation(len(ids))
+def one_cut_per_profile(rows: np.ndarray, ids: np.ndarray, rng) -> np.ndarray:
+    """One of `rows` per profile (`ids`: each row's profile), drawn at random among its cut
+    points."""
+    order = rng.permutation(len(rows))
     _, first = np.unique(ids[order], return_index=True)
-    return np.sort(ex.train_rows[order[first]])
+    return np.sort(rows[order[first]])
 
 
 def main() -> None:
@@ -107,9 +100,11 @@ def main() -> None:
     val = list(loader(ex.encoded, ex.labels, ex.val_rows, cfg, False))
     report("start", model, val)
     rng = np.random.default_rng(t.seed)
+    ids = (np.concatenate([p.table.column("profile_id").to_numpy(zero_copy_only=False)
+                           for p in ex.pairs])[ex.train_rows] if args.one_cut else None)
     started = time.perf_counter()
     for epoch in range(args.epochs):
-        rows = one_cut_per_profile(ex, rng) if args.one_cut else ex.train_rows
+        rows = one_cut_per_profile(ex.train_rows, ids, rng) if args.one_cut else ex.train_rows
         batches = loader(ex.encoded, ex.labels, rows, cfg, True)
         batches.sampler.set_epoch(epoch)
         n = len(batches)
