@@ -139,6 +139,7 @@ def quality(args) -> None:
         "median_history_length": float(np.median(ex.encoded.lengths)),
         "epochs_run": meta["training"]["epochs_run"],
         "best_epoch": meta["training"]["best_epoch"],
+        "deep_part": meta["training"].get("deep_part"),
         "train_seconds": None if args.models else round(seconds, 1),
         "model": f"{cfg.uri('models')} {meta['version']}",
         "logistic_regression_seconds": round(t_lr, 1),

@@ -213,6 +213,7 @@ def _gated_version(cfg, version, parent):
                      "baseline": {"difference": 0.0312, "interval": [0.01, 0.0524]},
                      "champion": {"difference": -0.02, "interval": [None, 0.001]}}}},
         "parent_version": parent, "warm_start": True,
+        "training": {"best_epoch": 1, "epochs_run": 3, "deep_part": {"order_7d": False}},
         "config": {"lots": ["of", "settings"] * 100},
     }
     store.publish(cfg, version, store.weights_bytes(model), meta, {"stats": 1})
@@ -240,6 +241,7 @@ def test_show_summarises_a_version_and_json_prints_the_whole_record(config):
     assert rows["parent"] == "2026-01-13.1 (warm start)"
     assert rows["gate"] == "rejected AUROC below the champion's by 0.0200"
     assert rows["champion then"] == "2026-01-13.1"
+    assert rows["training"] == "kept epoch 1 of 3 epochs run order_7d: deep part off"
     assert rows["order_7d"] == ("AUROC 0.7123, AP 0.2345; baseline AUROC 0.6811 vs baseline: "
                                 "+0.0312 [+0.0100, +0.0524] vs champion: -0.0200 [n/a, +0.0010]")
     assert "lots" not in result.output and len(result.output.splitlines()) < 30

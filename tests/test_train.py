@@ -99,6 +99,9 @@ def test_train_end_to_end_warm_start_and_gate(tmp_path, histories):
     json.loads(storage.read_bytes(storage.join(base, "model.json")))  # strict JSON
     model, loaded = load_model(cfg)
     assert loaded["version"] == first and model.targets == ["order_7d"]
+    # The kept weights carry the per-target choice of the deep part that model.json records.
+    assert meta["training"]["deep_part"] == {"order_7d": bool(model.deep_on[0])}
+    assert f"deep_part={'on' if model.deep_on[0] else 'off'}" in result.output
     assert not list((tmp_path / "work").iterdir())  # resume state removed once published
 
     # Second date: warm start from the champion's weights.

@@ -19,6 +19,9 @@ the events `max_events` cut from the list (a heavy visitor's 200 events may cove
 The decayed counts are computed from the one-hot slice of the per-event vectors, so
 integrated gradients attribute them to the events that make them up (at the zero baseline
 every count is zero); the stored counters are attributed as profile-level features.
+A target's logit is a linear "wide" part over the same profile inputs plus the head's output
+where that target's `deep_on` is set: training chooses it per target on the validation rows, so
+where the sequence adds nothing that generalises the target keeps the regression alone.
 Scores are `torch.sigmoid(logits)`.
 
 The forward pass is split so explanations can work on the per-event input vectors:
@@ -174,6 +177,11 @@ class PropensityModel(nn.Module):
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
             self.register_buffer("wide_mask", self._wide_mask(context_names), persistent=False)
+            # Whether each target's logit adds the deep head's output (1) or is the wide part's
+            # alone (0): chosen per target by validation loss whenever weights are validated
+            # (`training.lightning.gated_loss`), so a deep part that helps one target is kept
+            # without another target paying for it. Training always fits wide + deep.
+            self.register_buffer("deep_on", torch.ones(len(self.targets)))
 
     def _wide_mask(self, context_names: list[str]) -> torch.Tensor:
         """Which profile inputs each target's wide part reads [n_targets, P]: the context but the
@@ -313,20 +321,46 @@ class PropensityModel(nn.Module):
                         dim=-1)
         return out.flatten(-2)  # [B, G * (2 + len(RECENCY_OF))]
 
-    def _head(
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Weights saved before the per-target gate have no `deep_on`: their deep part was on
+        # for every target.
+        key = f"{prefix}deep_on"
+        if self.wide is not None and key not in state_dict:
+            state_dict[key] = torch.ones_like(self.deep_on)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _parts(
         self, hidden: torch.Tensor, context: torch.Tensor, counts: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(wide part's logits, deep head's output) [B, n_targets] each, before `deep_on`;
+        the wide part's are zero in a model without one."""
         context = context.to(hidden.dtype) * self.context_scale.to(hidden.dtype)
         profile = torch.cat([context, counts.to(hidden.dtype)], dim=-1)
         profile = (profile - self.profile_mean.to(profile.dtype)) / self.profile_std.to(
             profile.dtype
         )
-        logits = self.head(torch.cat([hidden, profile], dim=-1))
-        if self.wide is not None:
-            weight = self.wide.weight * self.wide_mask.to(self.wide.weight.dtype)
-            logits = logits + nn.functional.linear(profile, weight.to(profile.dtype),
-                                                   self.wide.bias.to(profile.dtype))
-        return logits
+        deep = self.head(torch.cat([hidden, profile], dim=-1))
+        if self.wide is None:
+            return torch.zeros_like(deep), deep
+        weight = self.wide.weight * self.wide_mask.to(self.wide.weight.dtype)
+        wide = nn.functional.linear(profile, weight.to(profile.dtype),
+                                    self.wide.bias.to(profile.dtype))
+        return wide, deep
+
+    def _head(
+        self, hidden: torch.Tensor, context: torch.Tensor, counts: torch.Tensor
+    ) -> torch.Tensor:
+        wide, deep = self._parts(hidden, context, counts)
+        if self.wide is None:
+            return deep
+        return wide + deep * self.deep_on.to(deep.dtype)
+
+    def wide_and_deep(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(wide part's logits, deep head's output) [B, n_targets] each, before `deep_on`:
+        training fits their sum; validation chooses `deep_on` from both."""
+        x = self.embed(batch)
+        final, counts = self.sequence_part(x, batch)
+        return self._parts(final, batch.context, counts)
 
     def profile_inputs(self, batch: Batch) -> torch.Tensor:
         """The unstandardised profile-level inputs [B, P]: scaled context, then counts."""

@@ -103,6 +103,13 @@ def _summary_table(meta: dict, champion: str | None):
         f"{data.get('gate_examples', data.get('validation_examples'))} gate rows")
     row("parent", f"{meta['parent_version']} (warm start)" if meta.get("warm_start")
         else "none (cold start)")
+    training = meta.get("training") or {}
+    if "best_epoch" in training:
+        best = training["best_epoch"]
+        kept = "the starting point" if best == -1 else f"epoch {best}"
+        deep = training.get("deep_part") or {}
+        row("training", f"kept {kept} of {training.get('epochs_run')} epochs run" + "".join(
+            f"\n{t}: deep part {'on' if on else 'off'}" for t, on in deep.items()))
     row("gate", f"{gate.get('decision', 'not gated')}"
         + "".join(f"\n{r}" for r in gate.get("reasons", [])))
     row("champion then", str(gate.get("champion_version") or "none"))

@@ -115,7 +115,8 @@ class PropensityTask(pl.LightningModule):
 
     def training_step(self, pair, batch_idx):
         batch, y = pair
-        logits = self.model(batch)
+        wide, deep = self.model.wide_and_deep(batch)  # every target's deep part, gated or not
+        logits = wide + deep
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
         self._train_loss += loss.detach() * len(y)  # no .item(): avoids a device sync per step
         self._train_n += len(y)
@@ -123,20 +124,21 @@ class PropensityTask(pl.LightningModule):
 
     def validation_step(self, pair, batch_idx):
         batch, y = pair
-        self._val.append((self.model(batch).float().detach(), y))
+        wide, deep = self.model.wide_and_deep(batch)
+        self._val.append((wide.float().detach(), deep.float().detach(), y))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        logits = torch.cat([v[0] for v in self._val])
-        y = torch.cat([v[1] for v in self._val])
+        wide, deep, y = (torch.cat(part) for part in zip(*self._val))
         self._val = []
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+        loss, logits = gated_loss(self.model, wide, deep, y)
         self.log("val_loss", loss, prog_bar=True)
         fields = {"epoch": self.current_epoch, "val_loss": f"{loss.item():.5f}"}
         if self._train_n:
             fields["train_loss"] = f"{(self._train_loss / self._train_n).item():.5f}"
-        log.info("epoch %s", kv(**fields, **_aurocs(logits, y, self.model.targets)))
+        log.info("epoch %s", kv(**fields, **_aurocs(logits, y, self.model.targets),
+                                **deep_part(self.model, wide + deep, y)))
 
     def configure_optimizers(self):
         trained = [p for p in self.model.parameters() if p.requires_grad]  # not a fixed wide part
@@ -180,20 +182,49 @@ class BestWeights(pl.Callback):
 
 
 @torch.no_grad()
+def gated_loss(model, wide: torch.Tensor, deep: torch.Tensor, y: torch.Tensor):
+    """Validation loss (mean binary cross-entropy) of the logits [N, n_targets] `wide` +
+    `deep`, with each target's deep part kept only where it lowers that target's loss; sets
+    `model.deep_on` to that choice and returns (loss, the chosen logits). Chosen per target, as
+    one target's deep part can generalise where another's only fits the training profiles (on
+    the planted stream both happen in one run: docs/train.md, "Quality"). A model without a
+    wide part has nothing to fall back on: its deep part stays on."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    on = bce(wide + deep, y, reduction="none").mean(dim=0)
+    if model.wide is None:
+        return on.mean(), wide + deep
+    off = bce(wide, y, reduction="none").mean(dim=0)
+    gate = (on < off).to(model.deep_on.dtype)
+    model.deep_on.copy_(gate.to(model.deep_on.device))
+    return torch.minimum(on, off).mean(), wide + deep * gate.to(deep.dtype)
+
+
+def deep_part(model, ungated: torch.Tensor, y: torch.Tensor) -> dict[str, str]:
+    """For the log: `deep_<target>=on|off`, whether the target's logit adds the deep part, and
+    where it does not, the AUROC it would have had with it (`ungated` = wide + deep)."""
+    if model.wide is None:
+        return {}
+    out = {}
+    with_deep = _aurocs(ungated, y, model.targets)
+    for name, on in zip(model.targets, model.deep_on.tolist()):
+        out[f"deep_{name}"] = "on" if on else "off"
+        if not on and f"val_auroc_{name}" in with_deep:
+            out[f"val_auroc_{name}_with_deep"] = with_deep[f"val_auroc_{name}"]
+    return out
+
+
+@torch.no_grad()
 def validation_loss(model: torch.nn.Module, batches) -> tuple[float, dict[str, str]]:
-    """Mean binary cross-entropy of `model` over (batch, labels) pairs, on the CPU, and the
-    AUROC per target as the epochs log it."""
+    """`gated_loss` of `model` over (batch, labels) pairs, on the CPU (setting its `deep_on`),
+    and the AUROC per target and the deep parts kept, as the epochs log them."""
     model.eval()
-    logits, labels = [], []
-    for batch, y in batches:
-        logits.append(model(batch).float())
-        labels.append(y)
+    parts = [(*model.wide_and_deep(batch), y) for batch, y in batches]
     model.train()
-    if not logits:
+    if not parts:
         return math.inf, {}
-    logit, y = torch.cat(logits), torch.cat(labels)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, y)
-    return float(loss), _aurocs(logit, y, model.targets)
+    wide, deep, y = (torch.cat([p[i].float() for p in parts]) for i in range(3))
+    loss, logits = gated_loss(model, wide, deep, y)
+    return float(loss), {**_aurocs(logits, y, model.targets), **deep_part(model, wide + deep, y)}
 
 
 def _aurocs(logits: torch.Tensor, y: torch.Tensor, targets: list[str]) -> dict[str, str]:

@@ -191,6 +191,9 @@ def fit(cfg: Config, examples: Examples, model, epochs: int, folder: str, callba
         "epochs_run": trainer.current_epoch,
         "best_epoch": best.best_epoch,
         "best_val_loss": best.best_loss,
+        # per target: whether the kept logit adds the deep part (`PropensityModel.deep_on`)
+        "deep_part": ({t: bool(on) for t, on in zip(model.targets, model.deep_on.tolist())}
+                      if model.wide is not None else None),
         "resumed": resume is not None,
     }
 
@@ -373,14 +376,16 @@ def _print_summary(meta: dict) -> None:
         f"model {meta['version']} ({start}, trained for {meta['training_date']}): "
         f"gate {gate['decision'].upper()}",
     ]
+    deep = meta["training"].get("deep_part") or {}
     for target, m in meta["metrics"].items():
         champ = (gate["champion_auc"] or {}).get(target)
         base = (gate["baseline_auc"] or {}).get(target)
+        kept = f" deep_part={'on' if deep[target] else 'off'}" if target in deep else ""
         lines.append(
             f"  {target}: auroc={_num(m['auroc'])} baseline_auroc={_num(base)} "
             f"champion_auroc={_num(champ)} average_precision={_num(m['average_precision'])} "
             f"log_loss={_num(m['log_loss'])} calibration_error={_num(m['calibration_error'])} "
-            f"positives={m['positives']}/{m['examples']}"
+            f"positives={m['positives']}/{m['examples']}{kept}"
         )
         for against, c in gate["comparisons"].get(target, {}).items():
             low, high = c["interval"]
