@@ -15,7 +15,9 @@ does not carry to unseen profiles.
 
 --one-cut: each epoch trains on one randomly drawn cut point (snapshot pair) per profile instead
            of all of them (about 7 times fewer rows an epoch);
---no-lstm: the head reads zeros in place of the LSTM state: an MLP on the profile inputs only.
+--no-lstm: the head reads zeros in place of the LSTM state: an MLP on the profile inputs only;
+--ema D:   also report an exponential moving average of the weights (decay D per step, torch's
+           AveragedModel), the weight averaging the issue asks to try.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_train import _wide_part_only, config, load, the_day
+from bench_train import config, load, the_day
 
 ALPHAS = (0.0, 0.25, 0.5, 1.0)
 
@@ -39,15 +41,9 @@ ALPHAS = (0.0, 0.25, 0.5, 1.0)
 def wide_and_deep(model, batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Logits of the wide part alone, of the deep head alone, and the labels, over `batches`."""
     model.eval()
-    wide_only = _wide_part_only(model)
-    wide, deep, labels = [], [], []
-    for batch, y in batches:
-        alone = wide_only(batch)
-        wide.append(alone)
-        deep.append(model(batch) - alone)
-        labels.append(y)
+    parts = [(*model.wide_and_deep(batch), y) for batch, y in batches]
     model.train()
-    return (torch.cat(wide).numpy(), torch.cat(deep).numpy(), torch.cat(labels).numpy())
+    return tuple(torch.cat([p[i] for p in parts]).numpy() for i in range(3))
 
 
 def report(tag: str, model, batches) -> None:
@@ -78,6 +74,7 @@ def main() -> None:
     p.add_argument("--evals", type=int, default=2, help="reports per epoch")
     p.add_argument("--one-cut", action="store_true")
     p.add_argument("--no-lstm", action="store_true")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY")
     p.add_argument("--set", action="append", default=[], help="config override key=value")
     args = p.parse_args()
 
@@ -99,6 +96,9 @@ def main() -> None:
                                   lr=t.learning_rate, weight_decay=t.weight_decay)
     val = list(loader(ex.encoded, ex.labels, ex.val_rows, cfg, False))
     report("start", model, val)
+    ema = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema),
+        use_buffers=False) if args.ema else None)
     rng = np.random.default_rng(t.seed)
     ids = (np.concatenate([p.table.column("profile_id").to_numpy(zero_copy_only=False)
                            for p in ex.pairs])[ex.train_rows] if args.one_cut else None)
@@ -115,8 +115,12 @@ def main() -> None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.gradient_clip or float("inf"))
             optimiser.step()
+            if ema is not None:
+                ema.update_parameters(model)
             if (i + 1) % every == 0 and (i + 1) // every <= args.evals:
                 report(f"epoch {epoch} at {(i + 1) / n:.2f}", model, val)
+                if ema is not None:
+                    report(f"epoch {epoch} at {(i + 1) / n:.2f}, EMA {args.ema}", ema.module, val)
     print(json.dumps({"seconds": round(time.perf_counter() - started), "rows_per_epoch": len(rows),
                       "validation_rows": len(ex.val_rows)}), flush=True)
 
