@@ -158,16 +158,12 @@ def quality(args) -> None:
 
 
 def _wide_part_only(model):
-    """A copy of `model` whose deep head outputs zero: its wide part alone, to show what the
-    LSTM and the head add to it (the wide part is a regression on the model's counts)."""
+    """A copy of `model` with every target's deep part off: its wide part alone, to show what
+    the LSTM and the head add to it (the wide part is a regression on the model's counts)."""
     import copy
 
-    import torch
-
     wide = copy.deepcopy(model)
-    with torch.no_grad():
-        wide.head[-1].weight.zero_()
-        wide.head[-1].bias.zero_()
+    wide.deep_on.zero_()
     return wide
 
 
