@@ -99,7 +99,7 @@ def test_integration_is_refined_until_complete(world):
     model, _ = load_model(cfg)
     table = lookup.find_histories(cfg, DAY, [stored(cfg, data.PLANTED), stored(cfg, data.QUIET)])
     batch = encode(table, model.spec, DAY).batch(np.arange(2))
-    coarse = integrated_gradients(model, batch, 0, steps=2, tolerance=1.0)
+    coarse = integrated_gradients(model, batch, 0, steps=2, tolerance=10.0)  # never refined
     fine = integrated_gradients(model, batch, 0, steps=2, tolerance=1e-3)
     assert coarse.steps == 2 and fine.steps > 2
     assert coarse.gap.max() > 1e-3 >= fine.gap.max()

@@ -74,3 +74,47 @@ def test_decayed_counts_equal_a_per_event_oracle(config):
         torch.testing.assert_close(running[b, int(batch.lengths[b]) - 1],
                                    model.decayed_counts(x, batch)[b])
         torch.testing.assert_close(running[b, -1], model.decayed_counts(x, batch)[b])
+
+
+def test_session_counts_equal_a_per_event_oracle(config):
+    """Sessions within each span: a history's first event and every event more than 30 minutes
+    after the previous one start one; counted by their age at the prediction time."""
+    from propensity.model.network import SESSION_GAP_HOURS
+
+    table = histories_table(simulate(15, DAY - dt.timedelta(days=40), DAY, seed=4), DAY)
+    enc = encode(table, FeatureSpec.from_config(config), DAY)
+    model = PropensityModel.from_config(config).eval()
+    assert model.n_sessions == len(config.model.count_decay_days)
+    batch = enc.batch(np.arange(len(enc)))
+    with torch.no_grad():
+        x = model.embed(batch)
+        counts = model.decayed_counts(x, batch)
+        got = torch.expm1(counts[:, -model.n_sessions:].double() / 0.25)
+        running = model.decayed_counts(x, batch, running=True)
+    end = prediction_time_ms(DAY)
+    spans = np.array(config.model.count_decay_days) * 24
+    several = 0
+    for b, stamps in enumerate(table.column("ts").to_pylist()):
+        ms = sorted(ts.timestamp() * 1000 for ts in stamps)
+        starts = [t for i, t in enumerate(ms)
+                  if i == 0 or t - ms[i - 1] > SESSION_GAP_HOURS * 3_600_000]
+        want = [sum((end - t) / 3_600_000 <= span for t in starts) for span in spans]
+        np.testing.assert_allclose(got[b].numpy(), want, atol=1e-3)
+        several += len(starts) > 1 and len(starts) < len(ms)
+        torch.testing.assert_close(running[b, int(batch.lengths[b]) - 1], counts[b])
+    assert several  # histories with both several sessions and several events in one
+
+
+def test_only_targets_on_event_types_read_the_sessions_in_their_wide_part(tmp_path):
+    from pathlib import Path
+
+    from propensity.config import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "two-targets.yaml",
+                      overrides=[f"storage.root={tmp_path}"])
+    model = PropensityModel.from_config(cfg)
+    sessions = model.wide_mask[:, -model.n_sessions:]
+    assert sessions[0].all() and not sessions[1].any()  # order_7d, shoes_order_14d
+    off = PropensityModel.from_config(load_config(overrides=["model.session_counts=false"]))
+    assert off.n_sessions == 0 and off.n_counts == PropensityModel.from_config(
+        load_config()).n_counts - len(cfg.model.count_decay_days)

@@ -46,6 +46,43 @@ def test_load_model_round_trip_and_champion_default(config):
         torch.testing.assert_close(loaded.state_dict()[name], tensor)
 
 
+def test_a_version_from_before_session_counts_loads_as_it_was_trained(config):
+    """model.json of a version trained before `model.session_counts` existed has no such field
+    and weights without the session inputs (nor `deep_on`): it loads without them and scores
+    as saved."""
+    from propensity.config import load_config
+
+    older = load_config(overrides=[f"storage.root={config.storage.root}",
+                                   "model.session_counts=false"])
+    torch.manual_seed(0)
+    model = PropensityModel.from_config(older)
+    state = {k: v for k, v in model.state_dict().items() if k != "deep_on"}
+    fields = {k: v for k, v in older.model.model_dump().items() if k != "session_counts"}
+    meta = {"model": fields, "types": older.events.types, "targets": older.target_names,
+            "feature_spec": model.spec.to_dict(), "training_date": "2026-01-20",
+            "metrics": {"order_7d": {"auroc": 0.7}}, "gate": {"decision": "approved"}}
+    from safetensors.torch import save
+
+    store.publish(older, "2026-01-20.1", save(state), meta, {"stats": 1})
+    loaded, _ = load_model(config, "2026-01-20.1")
+    assert loaded.n_sessions == 0 and loaded.deep_on.tolist() == [1.0]
+    assert loaded.profile_mean.shape == model.profile_mean.shape
+
+    # As the champion: the default config (session counts on) refuses to warm-start from it,
+    # naming the field; with them off it warm-starts.
+    from propensity.errors import UsageError
+    from propensity.training.run import _starting_point
+
+    meta["architecture"] = {k: v for k, v in model.architecture().items()
+                            if k != "session_counts"}
+    store.publish(older, "2026-01-21.1", save(state), meta, {"stats": 1})
+    store.move_champion(config, "2026-01-21.1", "gate", None, "first")
+    with pytest.raises(UsageError, match="session_counts.*--cold"):
+        _starting_point(config, cold=False)
+    warm, parent, _ = _starting_point(older, cold=False)
+    assert parent == "2026-01-21.1" and warm.n_sessions == 0
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_tampered_weights_are_refused_naming_the_file(config, damage):
     publish_version(config, "2026-01-20.1")

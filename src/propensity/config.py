@@ -160,6 +160,9 @@ class ModelConfig(_Section):
     count_decay_days: tuple[float, ...] = (1.0, 7.0, 30.0, 365.0)
     wide: bool = True  # a linear path from the counts and context to the logits (Wide & Deep)
     counters: bool = True  # the histories' window counters as profile context (docs/train.md)
+    # Sessions (events more than 30 min after the previous) within each count span, beside
+    # the counts: the wide part of a target on event types reads them (docs/train.md).
+    session_counts: bool = True
 
     @field_validator("count_decay_days")
     @classmethod

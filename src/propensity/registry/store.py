@@ -376,14 +376,19 @@ def read_onnx(cfg: Config, version: str, meta: dict) -> bytes | None:
     return data
 
 
+# Model fields that an older model.json lacks, with the value that means what the model did
+# before the field existed (session counts came in session 24).
+MODEL_FIELDS_BEFORE = {"session_counts": False}
+
+
 def build_model(meta: dict):
     """An untrained PropensityModel with the architecture recorded in `meta`."""
     from propensity.model.batches import FeatureSpec
     from propensity.model.network import PropensityModel
 
     spec = FeatureSpec.from_dict(meta["feature_spec"])
-    return PropensityModel(ModelConfig(**meta["model"]), meta["types"], meta["targets"],
-                           spec.items)
+    return PropensityModel(ModelConfig(**{**MODEL_FIELDS_BEFORE, **meta["model"]}),
+                           meta["types"], meta["targets"], spec.items)
 
 
 def load_model(cfg: Config, version: str | None = None):

@@ -103,7 +103,8 @@ def _starting_point(cfg: Config, cold: bool) -> tuple[PropensityModel, str | Non
     if champion is None:
         return model, None, None
     meta = store.read_metadata(cfg, champion)
-    diff = architecture_mismatch(model.architecture(), meta.get("architecture", {}))
+    recorded = {**store.MODEL_FIELDS_BEFORE, **meta.get("architecture", {})}
+    diff = architecture_mismatch(model.architecture(), recorded)
     if cold:
         return model, None, champion
     if diff:
