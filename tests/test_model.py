@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import pytest
 import torch
-from _training_data import histories_table, simulate
+from _training_data import day_ms, event, histories_table, simulate
 
 from propensity.model.batches import FeatureSpec, encode, prediction_time_ms
 from propensity.model.network import COUNT_FLOOR, PropensityModel, log_age
@@ -113,8 +114,96 @@ def test_only_targets_on_event_types_read_the_sessions_in_their_wide_part(tmp_pa
     cfg = load_config(Path(__file__).parents[1] / "configs" / "two-targets.yaml",
                       overrides=[f"storage.root={tmp_path}"])
     model = PropensityModel.from_config(cfg)
-    sessions = model.wide_mask[:, -model.n_sessions:]
+    end = model.wide_mask.shape[1] - model.n_shares
+    sessions = model.wide_mask[:, end - model.n_sessions : end]
     assert sessions[0].all() and not sessions[1].any()  # order_7d, shoes_order_14d
     off = PropensityModel.from_config(load_config(overrides=["model.session_counts=false"]))
     assert off.n_sessions == 0 and off.n_counts == PropensityModel.from_config(
         load_config()).n_counts - len(cfg.model.count_decay_days)
+
+
+def _browsing(n_profiles: int, shoes, seed: int) -> dict[str, list]:
+    """Histories that look at articles again, within a session and across a search, and in
+    sessions on other days; some articles are shoes (`shoes`: their category hash)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for p in range(n_profiles):
+        pool = [(int(rng.integers(1, 2**62)), shoes if rng.random() < 0.4 else 7)
+                for _ in range(4)]
+        t, events = day_ms(DAY - dt.timedelta(days=5)), []
+        for _ in range(int(rng.integers(1, 25))):
+            t += int(rng.choice([60_000, 20 * 60_000, 3 * 3_600_000]))  # one in 3: a new session
+            if rng.random() < 0.2:
+                events.append(event(t, "search"))
+                continue
+            article, category = pool[int(rng.integers(0, len(pool)))]
+            events.append(event(t, str(rng.choice(["view", "add_to_cart"])), article, 1,
+                                category, 10.0))
+        out[f"p{p:03d}"] = events
+    return out
+
+
+def test_item_shares_equal_a_per_event_oracle(tmp_path):
+    """A fresh article is an event with an article other than the one of the session's previous
+    event with an article (or the session's first); a target's share is (c * prior + its fresh
+    articles) / (c + all fresh articles), the prior its share over the rows it was fit on."""
+    from pathlib import Path
+
+    from propensity.config import load_config
+    from propensity.model.labels import item_matches
+    from propensity.model.network import ITEM_SHARE_PRIOR_ARTICLES, SESSION_GAP_HOURS
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "two-targets.yaml",
+                      overrides=[f"storage.root={tmp_path}"])
+    shoes = cfg.targets[1]
+    table = histories_table(_browsing(30, shoes.hashed("categories")[0], seed=5), DAY)
+    enc = encode(table, FeatureSpec.from_config(cfg), DAY)
+    model = PropensityModel.from_config(cfg).eval()
+    assert model.n_shares == 1
+    batch = enc.batch(np.arange(len(enc)))
+    model.fit_item_share_prior([enc.batch(np.arange(0, 12)), enc.batch(np.arange(12, len(enc)))])
+    with torch.no_grad():
+        x = model.embed(batch)
+        got = model.decayed_counts(x, batch)[:, -1] / 0.25
+        running = model.decayed_counts(x, batch, running=True)[..., -1] / 0.25
+    match = iter(item_matches(table, shoes))
+    fresh = []
+    for stamps, articles in zip(table.column("ts").to_pylist(), table.column("article").to_pylist()):
+        last, shown, row = None, None, [0, 0]
+        for ts, article in zip(stamps, articles):
+            on_shoes = next(match)
+            ms = ts.timestamp() * 1000
+            if last is not None and ms - last > SESSION_GAP_HOURS * 3_600_000:
+                shown = None  # a new session
+            last = ms
+            if article is not None and article != shown:
+                row = [row[0] + on_shoes, row[1] + 1]
+            shown = article if article is not None else shown
+        fresh.append(row)
+    on, every = np.array(fresh, dtype=float).T
+    prior = on.sum() / every.sum()
+    assert float(model.item_share_prior) == pytest.approx(prior, rel=1e-6)
+    c = ITEM_SHARE_PRIOR_ARTICLES
+    np.testing.assert_allclose(got.numpy(), np.log((c * prior + on) / (c + every)), atol=1e-5)
+    assert (every < (table.column("n_events").to_numpy())).sum() > 10  # repeats were left out
+    assert 0 < on.sum() < every.sum()
+    last = batch.lengths - 1
+    torch.testing.assert_close(running[torch.arange(len(enc)), last], got)
+
+
+def test_targets_on_items_read_their_share_not_their_item_counts(tmp_path):
+    from pathlib import Path
+
+    from propensity.config import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "two-targets.yaml",
+                      overrides=[f"storage.root={tmp_path}"])
+    model = PropensityModel.from_config(cfg)
+    counts = model.wide_mask[:, len(model.spec.context_features):]
+    assert counts[1, -1] == 1 and counts[0, -1] == 0  # shoes reads its share, order_7d not
+    without = PropensityModel.from_config(
+        load_config(Path(__file__).parents[1] / "configs" / "two-targets.yaml",
+                    overrides=[f"storage.root={tmp_path}", "model.item_share=false"]))
+    # Without the share, the item target reads its own items' counts instead: more inputs.
+    assert without.n_shares == 0 and without.n_counts == model.n_counts - 1
+    assert without.wide_mask[1].sum() > model.wide_mask[1].sum() - 1

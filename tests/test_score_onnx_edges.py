@@ -38,7 +38,8 @@ def edge_histories(n: int, categories: list[int], seed: int) -> tuple[pa.Table, 
     """Histories (with counters) at the end of DAY of `n` profiles, and labels [n, 2] from each
     profile's hidden intent, which also drives its carts and orders. Most profiles have 200
     events in 40 sessions over 180 days; sessions on the days EDGE_DAYS before DAY end at the
-    day's last millisecond (as `events.generate` clamps them), the others at a random time."""
+    day's last millisecond (as `events.generate` clamps them), the others at a random time.
+    Events often look at the session's previous article again (not a fresh article)."""
     rng = np.random.default_rng(seed)
     events: dict[str, list] = {}
     intent = rng.normal(size=n)
@@ -48,25 +49,19 @@ def edge_histories(n: int, categories: list[int], seed: int) -> tuple[pa.Table, 
         days = [*EDGE_DAYS, *rng.choice(others, sessions - len(EDGE_DAYS), replace=False)]
         w = np.exp(intent[p])
         probs = np.array([6.0, 2.0, 1.0 * w, 0.3, 0.4, 0.4 * w, 0.3 * w])
-        out = []
+        out, article = [], None
         for back in sorted(days, reverse=True):
             start = day_ms(DAY - dt.timedelta(days=int(back)))
             end = start + DAY_MS - 1 if back in EDGE_DAYS else start + int(rng.integers(0, DAY_MS))
             offsets = np.cumsum(rng.integers(10_000, 600_000, SESSION_EVENTS))[::-1]
             for ts in end - offsets + offsets[-1]:  # the session's last event at `end`
                 kind = KINDS[rng.choice(len(KINDS), p=probs / probs.sum())]
-                on_items = rng.random() < 0.3
-                category = int(rng.choice(categories)) if on_items else int(rng.integers(0, 50))
-                out.append(
-                    event(
-                        int(ts),
-                        kind,
-                        int(rng.integers(0, 1 << 40)),
-                        int(rng.integers(0, 50)),
-                        category,
-                        float(rng.lognormal(3.5, 1.0)),
-                    )
-                )
+                if article is None or rng.random() > 0.4:
+                    on_items = rng.random() < 0.3
+                    article = (int(rng.integers(0, 1 << 40)), int(rng.integers(0, 50)),
+                               int(rng.choice(categories)) if on_items else int(rng.integers(0, 50)),
+                               float(rng.lognormal(3.5, 1.0)))
+                out.append(event(int(ts), kind, *article))
         events[f"p{p:05d}"] = sorted(out, key=lambda e: e[0])
     labels = rng.random((n, 2)) < 1 / (1 + np.exp(-(-2.0 + 1.5 * intent[:, None])))
     return with_counters(histories_table(events, DAY)), labels.astype(np.float32)
@@ -100,6 +95,7 @@ def test_the_histories_are_long_with_counters_and_events_at_window_edges(trained
     for days in EDGE_DAYS:  # one event per long profile 1 ms outside each window
         assert np.sum(ages_ms == days * DAY_MS + 1) >= len(table) * 0.7
     assert enc.item_match.mean() > 0.2  # events on the item target's items
+    assert np.mean(enc.article[1:] == enc.article[:-1]) > 0.3  # the same article again
     assert model.spec.counters and enc.context.shape[1] > 8 and np.abs(enc.context[:, 8:]).sum()
     # As in trained models: the profile scaler's tiny spreads (rare counts) magnify any
     # difference of the counts by up to 1000, and the wide part is fitted, not random.

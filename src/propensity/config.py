@@ -163,6 +163,9 @@ class ModelConfig(_Section):
     # Sessions (events more than 30 min after the previous) within each count span, beside
     # the counts: the wide part of a target on event types reads them (docs/train.md).
     session_counts: bool = True
+    # Per target on items, its smoothed share of the distinct articles a history shows, read by
+    # that target's wide part in place of its item counts (docs/train.md, "Item shares").
+    item_share: bool = True
 
     @field_validator("count_decay_days")
     @classmethod

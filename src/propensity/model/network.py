@@ -59,6 +59,7 @@ _ARCH_FIELDS = (
     "wide",
     "counters",
     "session_counts",
+    "item_share",
 )
 _HOURS_PER_DAY = 24.0
 COUNT_FLOOR = 0.01  # added to decayed counts before the log: "none" sits at log(0.01) = -4.6
@@ -68,6 +69,11 @@ NO_EVENT_DAYS = 365.0  # recency of a kind never seen
 # A session starts at a history's first event and at every event this long after the previous
 # one (the usual web-analytics timeout).
 SESSION_GAP_HOURS = 0.5
+# Pseudo-articles of the prior of a target's item share: the share is (ITEM_SHARE_PRIOR_ARTICLES *
+# prior + articles on the target's items) / (ITEM_SHARE_PRIOR_ARTICLES + articles). Chosen in a
+# regression probe on planted 20k and 80k profiles: 1 did best at 80k and as well as 0.5 at 20k;
+# 0.1 lost 0.004 to 0.007 AUROC, 8 lost 0.012 (docs/train.md, "Item shares").
+ITEM_SHARE_PRIOR_ARTICLES = 1.0
 # A profile input whose spread on the training rows is below this is (nearly) constant there:
 # it is centred, not divided by its spread, which would put the first different value at
 # thousands of standard deviations (a model trained on one weekday of prediction time scored
@@ -150,13 +156,19 @@ class PropensityModel(nn.Module):
         context_names = self.spec.context_features
         n_context = len(context_names)
         # Decayed and windowed, per type, of all events then of each item target's; then per
-        # such group its events and recencies; then the sessions within each span.
+        # such group its events and recencies; then the sessions within each span; then each
+        # item target's share of the articles.
         groups = 1 + len(items)
         self.n_sessions = len(self.count_decay_hours) if m.session_counts else 0
+        self.n_shares = len(items) if m.item_share and self.count_decay_hours else 0
         self.n_counts = (
             (2 * len(self.count_decay_hours) * len(types) + 2 + len(RECENCY_OF)) * groups
-            + self.n_sessions if self.count_decay_hours else 0
+            + self.n_sessions + self.n_shares if self.count_decay_hours else 0
         )
+        if self.n_shares:
+            # Each item target's share of the fresh articles on the training rows: the prior
+            # of its smoothed share (`fit_item_share_prior`), saved with the weights.
+            self.register_buffer("item_share_prior", torch.full((self.n_shares,), 0.5))
         # Standardises the profile-level inputs (as the baseline regression's scaler does), so
         # the wide part's weights all learn at one pace. Fixed statistics of the training rows
         # (`fit_profile_scaler`), saved with the weights: batch statistics would not do, as
@@ -191,11 +203,12 @@ class PropensityModel(nn.Module):
     def _wide_mask(self, context_names: list[str]) -> torch.Tensor:
         """Which profile inputs each target's wide part reads [n_targets, P]: the context but the
         counters; the windowed counts and the recencies of all events; for a target on items
-        those of the events on its own items, else the decayed counts of all events. A
+        its share of the articles (`_item_shares`; without them, the counts and recencies of
+        the events on its own items), else the decayed counts and sessions of all events. A
         regression on every input lost to the baseline's compact features (docs/train.md,
         "Quality": other targets' item counts cost the any-order target 0.012 AUROC, the
-        counters 0.003; decayed counts gain it 0.005 and cost an item target 0.002); the deep
-        head still reads everything."""
+        counters 0.003; decayed counts gain it 0.005 and cost an item target 0.002; beside the
+        share, the item counts cost an item target 0.006); the deep head reads everything."""
         K, W = len(self.spec.types), len(self.count_decay_hours)
         G = 1 + len(self.spec.items)
         own = {p.target: i for i, p in enumerate(self.spec.items)}
@@ -205,14 +218,17 @@ class PropensityModel(nn.Module):
         if not self.n_counts:
             return mask
         start = len(context_names)
-        end = len(context_names) + self.n_counts - self.n_sessions
+        end = len(context_names) + self.n_counts - self.n_sessions - self.n_shares
         counts = mask[:, start : start + 2 * W * K * G].view(len(self.targets), 2 * W, G, K)
         extras = mask[:, start + 2 * W * K * G : end].view(len(self.targets), G, -1)
-        sessions = mask[:, end:]
+        sessions = mask[:, end : end + self.n_sessions]
+        shares = mask[:, end + self.n_sessions :]
         counts[:, W:, 0] = 1  # every target: the windowed counts of all events, their recencies
         extras[:, 0] = 1
         for j, name in enumerate(self.targets):
-            if name in own:  # a target on items: its own items' too (not other targets')
+            if name in own and self.n_shares:  # a target on items: its share of the articles
+                shares[j, own[name]] = 1
+            elif name in own:  # without shares: its own items' counts (not other targets')
                 counts[j, W:, 1 + own[name]] = 1
                 extras[j, 1 + own[name]] = 1
             else:  # a target on event types: the decayed counts and sessions as well
@@ -301,7 +317,71 @@ class PropensityModel(nn.Module):
         parts = [torch.cat([decayed, windowed], dim=-2).flatten(-2), extras]
         if self.n_sessions:
             parts.append(self._sessions(onehot, batch, weights[..., w:], running))
+        if self.n_shares:
+            parts.append(self._item_shares(onehot, batch, running))
         return torch.cat(parts, dim=-1) * _LOG_SCALE
+
+    def _session_starts(self, batch: Batch, device: torch.device) -> torch.Tensor:
+        """Whether each step starts a session [B, T] (bool): the first event, and every event
+        more than SESSION_GAP_HOURS after the previous one."""
+        steps = torch.arange(batch.log_gap.shape[1], device=device)
+        gap = torch.expm1(batch.log_gap.to(device).float())
+        return (steps[None, :] == 0) | (gap > SESSION_GAP_HOURS)
+
+    def _fresh_articles(self, batch: Batch, device: torch.device) -> torch.Tensor:
+        """Whether each step shows a fresh article [B, T] (bool): it carries an article, and that
+        differs from the article of the session's previous event with one (searches carry
+        none), or it is the session's first. Looking at an article again is one choice seen
+        twice; a new article is a new draw from what the profile likes (docs/generate.md).
+        The previous article-carrying step is found by scattering each such step to its rank
+        among them, as ONNX at opset 17 has no running maximum to carry it forward."""
+        article = batch.article.to(device)
+        B, T = article.shape
+        has = article != 0  # 0: no article, or padding
+        session = self._session_starts(batch, device).long().cumsum(dim=1)
+        rank = has.long().cumsum(dim=1) - 1  # among the article-carrying steps, from 0
+        steps = torch.arange(T, device=device).expand(B, T)
+        at = torch.zeros(B, T + 1, dtype=torch.long, device=device)  # column T: the others
+        at = at.scatter(1, torch.where(has, rank, torch.full_like(rank, T)), steps)
+        before = at.gather(1, (rank - 1).clamp(min=0))  # the previous article-carrying step
+        first = rank == 0
+        new = (article.gather(1, before) != article) | (session.gather(1, before) != session)
+        return has & (first | new)
+
+    def _item_shares(self, channels: torch.Tensor, batch: Batch, running: bool) -> torch.Tensor:
+        """Per item target, log of its smoothed share of the fresh articles a history shows
+        (`_fresh_articles`): (c * prior + on its items) / (c + all), c =
+        ITEM_SHARE_PRIOR_ARTICLES, the prior its share on the training rows [B, J] (`running`:
+        [B, T, J]). Why: an item target orders as often as its profile orders at all, times the
+        share of what the profile likes that its items are, and the share is what a history
+        estimates from the distinct articles it looked at, where the counts of events
+        on the items grow with every second look. A regression on the baseline's features of
+        all events and this share gained +0.010 AUROC over the baseline on planted 20k profiles
+        (docs/train.md, "Item shares"). Weighted by the one-hot and item flags of `channels`,
+        so explanations credit each article to the event that showed it."""
+        K = len(self.spec.types)
+        fresh = self._fresh_articles(batch, channels.device).to(channels.dtype)
+        *lead, C = channels.shape
+        per_group = channels.view(*lead, C // K, K).sum(dim=-1)  # [B, T, 1 + J]: real, on items
+        n = fresh.unsqueeze(-1) * per_group
+        n = (n.cumsum(dim=1) if running else n.sum(dim=1)).clamp(min=0)
+        prior = self.item_share_prior.to(n.dtype)
+        c = ITEM_SHARE_PRIOR_ARTICLES
+        return torch.log(c * prior + n[..., 1:]) - torch.log(c + n[..., :1])
+
+    @torch.no_grad()
+    def fit_item_share_prior(self, batches: Sequence[Batch]) -> None:
+        """Each item target's prior share: its share of all fresh articles in `batches`."""
+        K = len(self.spec.types)
+        total = torch.zeros(1 + self.n_shares, dtype=torch.float64)
+        for batch in batches:
+            channels = self.count_channels(self.embed(batch))
+            *lead, C = channels.shape
+            per_group = channels.view(*lead, C // K, K).sum(dim=-1)
+            fresh = self._fresh_articles(batch, channels.device).to(channels.dtype)
+            total += (fresh.unsqueeze(-1) * per_group).sum(dim=(0, 1)).double().cpu()
+        share = total[1:] / total[0].clamp(min=1)
+        self.item_share_prior.copy_(share.clamp(1e-3, 1 - 1e-3).float())
 
     def _sessions(self, channels: torch.Tensor, batch: Batch, in_span: torch.Tensor,
                   running: bool) -> torch.Tensor:
@@ -313,9 +393,7 @@ class PropensityModel(nn.Module):
         starts are weighted by the events' one-hot sum (1 on a real event), so explanations
         credit each session to the event that began it."""
         K = len(self.spec.types)
-        steps = torch.arange(batch.log_gap.shape[1], device=channels.device)
-        gap = torch.expm1(batch.log_gap.to(channels.device).float())
-        starts = ((steps[None, :] == 0) | (gap > SESSION_GAP_HOURS)).to(channels.dtype)
+        starts = self._session_starts(batch, channels.device).to(channels.dtype)
         starts = starts * channels[..., :K].sum(dim=-1)  # [B, T]; 0 on padding
         n = starts.unsqueeze(-1) * in_span  # [B, T, W]
         n = n.cumsum(dim=1) if running else n.sum(dim=1)

@@ -377,8 +377,8 @@ def read_onnx(cfg: Config, version: str, meta: dict) -> bytes | None:
 
 
 # Model fields that an older model.json lacks, with the value that means what the model did
-# before the field existed (session counts came in session 24).
-MODEL_FIELDS_BEFORE = {"session_counts": False}
+# before the field existed (session counts came in session 24, item shares in session 25).
+MODEL_FIELDS_BEFORE = {"session_counts": False, "item_share": False}
 
 
 def build_model(meta: dict):

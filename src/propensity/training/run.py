@@ -231,6 +231,8 @@ def _init_profile_part(model: PropensityModel, examples: Examples, seed: int, co
     sample = np.random.default_rng(seed).permutation(examples.train_rows)[:INIT_ROWS]
     sample = np.sort(sample)
     parts = length_buckets(examples.encoded.lengths[sample], 1024)
+    if cold and model.n_shares:  # a warm start keeps the prior its deep part learned with
+        model.fit_item_share_prior([examples.encoded.batch(sample[p]) for p in parts])
     inputs = torch.cat([model.profile_inputs(examples.encoded.batch(sample[p])) for p in parts])
     order = np.concatenate(parts)
     model.init_profile_part(inputs, torch.from_numpy(examples.labels[sample[order]]), cold,
