@@ -83,6 +83,42 @@ def test_a_version_from_before_session_counts_loads_as_it_was_trained(config):
     assert parent == "2026-01-21.1" and warm.n_sessions == 0
 
 
+def test_a_version_from_before_item_shares_loads_as_it_was_trained(tmp_path):
+    """A version of a config with a target on items, trained before `model.item_share` existed:
+    its model.json has no such field; it loads without the share, its item target's wide part
+    reading its item counts as before, and scores as saved. Warm-starting from it is refused
+    naming the field, and allowed with the field off."""
+    from pathlib import Path
+
+    from safetensors.torch import save
+
+    from propensity.config import load_config
+    from propensity.errors import UsageError
+    from propensity.training.run import _starting_point
+
+    two = Path(__file__).parents[1] / "configs" / "two-targets.yaml"
+    now = load_config(two, overrides=[f"storage.root={tmp_path}"])
+    older = load_config(two, overrides=[f"storage.root={tmp_path}", "model.item_share=false"])
+    torch.manual_seed(0)
+    model = PropensityModel.from_config(older)
+    fields = {k: v for k, v in older.model.model_dump().items() if k != "item_share"}
+    meta = {"model": fields, "types": older.events.types, "targets": older.target_names,
+            "feature_spec": model.spec.to_dict(), "training_date": "2026-01-20",
+            "metrics": {t: {"auroc": 0.7} for t in older.target_names},
+            "gate": {"decision": "approved"},
+            "architecture": {k: v for k, v in model.architecture().items() if k != "item_share"}}
+    store.publish(older, "2026-01-20.1", save(model.state_dict()), meta, {"stats": 1})
+    loaded, _ = load_model(now, "2026-01-20.1")
+    assert loaded.n_shares == 0 and PropensityModel.from_config(now).n_shares == 1
+    torch.testing.assert_close(loaded.wide_mask, model.wide_mask)
+
+    store.move_champion(now, "2026-01-20.1", "gate", None, "first")
+    with pytest.raises(UsageError, match="item_share.*--cold"):
+        _starting_point(now, cold=False)
+    warm, parent, _ = _starting_point(older, cold=False)
+    assert parent == "2026-01-20.1" and warm.n_shares == 0
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_tampered_weights_are_refused_naming_the_file(config, damage):
     publish_version(config, "2026-01-20.1")

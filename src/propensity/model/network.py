@@ -245,10 +245,15 @@ class PropensityModel(nn.Module):
         """What must match for weights to be exchangeable (warm start)."""
         return {
             **{f: _plain(getattr(self.model_cfg, f)) for f in _ARCH_FIELDS},
+            # What the model does: without targets on items there is no share, so a champion
+            # from before `item_share` existed stays a warm start for such a config.
+            "item_share": bool(self.n_shares),
             "types": list(self.spec.types),
             "targets": list(self.targets),
             "feature_spec_version": self.spec.version,
-            "items": [asdict(p) for p in self.spec.items],
+            # As model.json gives them back (lists): tuples here refused every warm start of a
+            # config with a target on items.
+            "items": [{k: _plain(v) for k, v in asdict(p).items()} for p in self.spec.items],
             "input_size": self.input_size,
         }
 
