@@ -242,3 +242,23 @@ def test_gpu_training_uses_mixed_precision(tmp_path, histories):
     assert meta["training"]["precision"] in ("bf16-mixed", "16-mixed")
     model, _ = load_model(cfg)  # published weights load on CPU
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_a_config_with_a_target_on_items_warm_starts_from_its_champion(tmp_path):
+    """The item target's predicate and share prior survive model.json and the weights: the next
+    date warm-starts from the champion (its prior kept) instead of exiting 2."""
+    sets = settings(tmp_path, f"{tmp_path}/data/histories", "gate.min_auc=0",
+                    "targets=[{name: order_7d}, {name: shoes_order_7d, categories: [sneakers]}]")
+    cfg = make_config(tmp_path / "data", *sets[1:])
+    shoes = cfg.targets[1].hashed("categories")[0]
+    rng = np.random.default_rng(3)
+    events = {pid: [(*e[:4], shoes if rng.random() < 0.4 else e[4], e[5]) for e in evs]
+              for pid, evs in simulate(600, D - dt.timedelta(days=30), D2, seed=11).items()}
+    write_histories_days(cfg, events, [D - dt.timedelta(days=7), D - dt.timedelta(days=6), D, D2])
+    first = train(cfg, D)
+    champion, _ = load_model(cfg)
+    assert champion.n_shares == 1 and 0.2 < float(champion.item_share_prior) < 0.6
+    capture = Capture()
+    second = train(cfg, D2, callbacks=[capture])
+    assert second["parent_version"] == first["version"] and second["warm_start"]
+    assert torch.equal(capture.start["item_share_prior"], champion.item_share_prior)
