@@ -9,7 +9,8 @@ features of the prediction time, and the histories' counters over the whole rete
 tenure, order value, events, active days and recency per type; see `batches`) and the log of
 decayed event counts per type (sum over events of one-hot(type) * exp(-age / tau), for each tau
 in `model.count_decay_days`), then the same counts of the events on each item target's items,
-feed a small head with one logit per target.
+the sessions within each span and each item target's share of the articles looked at, feed a
+small head with one logit per target.
 
 Why the counts: recency-weighted frequencies are what a logistic regression on hand-made features
 lives on, and an LSTM learns sums over hundreds of steps slowly from a few thousand positives;
