@@ -207,3 +207,25 @@ def test_targets_on_items_read_their_share_not_their_item_counts(tmp_path):
     # Without the share, the item target reads its own items' counts instead: more inputs.
     assert without.n_shares == 0 and without.n_counts == model.n_counts - 1
     assert without.wide_mask[1].sum() > model.wide_mask[1].sum() - 1
+
+
+def test_the_wide_part_takes_the_l2_strength_with_the_lowest_validation_loss():
+    """Few rows and many useless inputs: a strong penalty wins on held-out rows, and the fit
+    returned is that C's; without validation rows of both classes, C = 1."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    from propensity.model.network import WIDE_C, _fit_wide_target
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(3000, 60))
+    y = (rng.random(3000) < 1 / (1 + np.exp(-(-2.0 + 0.8 * z[:, 0])))).astype(float)
+    train, val = slice(0, 400), slice(400, None)
+    fit, c = _fit_wide_target(z[train], y[train], z[val], y[val])
+    losses = {k: log_loss(y[val], LogisticRegression(C=k, max_iter=2000).fit(
+        z[train], y[train]).predict_proba(z[val])[:, 1]) for k in WIDE_C}
+    assert c == min(losses, key=losses.get) and c < 1
+    np.testing.assert_allclose(log_loss(y[val], fit.predict_proba(z[val])[:, 1]), losses[c],
+                               rtol=1e-4)
+    _, c = _fit_wide_target(z[train], y[train], z[val], np.zeros(len(y[val])))
+    assert c == 1.0

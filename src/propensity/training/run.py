@@ -225,18 +225,30 @@ def _champion_scores(cfg: Config, champion: str | None, examples: Examples,
 
 @torch.no_grad()
 def _init_profile_part(model: PropensityModel, examples: Examples, seed: int, cold: bool,
-                       fit_wide: bool) -> None:
+                       fit_wide: bool) -> dict[str, float]:
     """The profile inputs' standardisation (`PropensityModel.init_profile_part`) and, with
-    `fit_wide`, the wide part fit to a seeded sample of training rows."""
-    sample = np.random.default_rng(seed).permutation(examples.train_rows)[:INIT_ROWS]
-    sample = np.sort(sample)
+    `fit_wide`, the wide part fit to a seeded sample of training rows, its L2 strength per
+    target chosen on (a sample of) the validation rows. Returns the chosen C per target."""
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.permutation(examples.train_rows)[:INIT_ROWS])
     parts = length_buckets(examples.encoded.lengths[sample], 1024)
     if cold and model.n_shares:  # a warm start keeps the prior its deep part learned with
         model.fit_item_share_prior([examples.encoded.batch(sample[p]) for p in parts])
-    inputs = torch.cat([model.profile_inputs(examples.encoded.batch(sample[p])) for p in parts])
-    order = np.concatenate(parts)
-    model.init_profile_part(inputs, torch.from_numpy(examples.labels[sample[order]]), cold,
-                            fit_wide)
+    inputs, labels = _profile_rows(model, examples, sample)
+    val = None
+    if fit_wide and model.wide is not None:
+        val = _profile_rows(model, examples,
+                            np.sort(rng.permutation(examples.val_rows)[:INIT_ROWS]))
+    return model.init_profile_part(inputs, labels, cold, fit_wide,
+                                   *(val if val is not None else (None, None)))
+
+
+def _profile_rows(model: PropensityModel, examples: Examples,
+                  rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The profile inputs and labels of `rows`, in length buckets (their order)."""
+    parts = length_buckets(examples.encoded.lengths[rows], 1024)
+    inputs = torch.cat([model.profile_inputs(examples.encoded.batch(rows[p])) for p in parts])
+    return inputs, torch.from_numpy(examples.labels[rows[np.concatenate(parts)]])
 
 
 def _reference(cfg: Config, examples: Examples, scores: np.ndarray) -> dict:
@@ -304,11 +316,12 @@ def _train(cfg: Config, day: dt.date, cold: bool, callbacks, held: lease.Lease) 
         kv(date=day, start="warm" if parent else "cold", parent=parent, epochs=epochs, work=folder),
     )
     fixed_wide = cfg.training.wide_part == "fit" and model.wide is not None
-    _init_profile_part(model, examples, cfg.training.seed, cold=parent is None,
-                       fit_wide=parent is None or fixed_wide)
+    wide_c = _init_profile_part(model, examples, cfg.training.seed, cold=parent is None,
+                                fit_wide=parent is None or fixed_wide)
+    log.info("wide part %s", kv(**{f"c_{t}": c for t, c in wide_c.items()}))
     if fixed_wide:  # held at this run's regression: the rest trains on what it misses
         model.wide.requires_grad_(False)
-    fitted = fit(cfg, examples, model, epochs, folder, callbacks)
+    fitted = {**fit(cfg, examples, model, epochs, folder, callbacks), "wide_part_c": wide_c}
 
     device = "cuda" if fitted["accelerator"] == "gpu" else "cpu"
     targets = cfg.target_names
