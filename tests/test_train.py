@@ -102,6 +102,9 @@ def test_train_end_to_end_warm_start_and_gate(tmp_path, histories):
     # The kept weights carry the per-target choice of the deep part that model.json records.
     assert meta["training"]["deep_part"] == {"order_7d": bool(model.deep_on[0])}
     assert f"deep_part={'on' if model.deep_on[0] else 'off'}" in result.output
+    from propensity.model.network import WIDE_C
+
+    assert meta["training"]["wide_part_c"]["order_7d"] in WIDE_C  # chosen on validation rows
     assert not list((tmp_path / "work").iterdir())  # resume state removed once published
 
     # Second date: warm start from the champion's weights.
