@@ -17,6 +17,12 @@ exceeds the cores, since the numbers then mean nothing):
   (the LSTM's recurrent matmul shape and a large square one, the better of the two).
 `--rss` instead scores `--rss-rows` (300k and 3M) with one setting and prints each run's peak
 RSS: memory must not grow with the input (only one shard's ids and scores are held).
+`--versus KEY=VALUE` instead times the bare eager model (1 thread, `--rounds` interleaved rounds)
+with the config (plus `--set`) against the same with KEY=VALUE, and prints the ratio: what an
+input of the model costs to score, e.g.
+
+    .venv/bin/python benchmarks/bench_score.py --set "targets=[{name: order_7d},
+        {name: shoes_order_14d, categories: [sneakers, boots]}]" --versus model.item_share=false
 Histories are synthetic (tests/_scoring_data.py: median length about 20 events).
 """
 
@@ -217,6 +223,29 @@ def rss_mode(args, tmp: str, sets: list[str]) -> None:
           f"{results[-1]['rss_mb'] / results[0]['rss_mb']:.2f}x")
 
 
+def versus_mode(args, tmp: str, sets: list[str]) -> None:
+    """Bare eager histories/s of the model of `sets` and of `sets` + `--versus`, interleaved."""
+    from propensity.model.network import PropensityModel
+
+    torch.set_num_threads(1)
+    cfgs = {"config": make_config(tmp, *sets), args.versus: make_config(tmp, *sets, args.versus)}
+    table = make_histories(args.bare_rows, DAY, cfgs["config"], seed=99)
+    models = {}
+    for name, cfg in cfgs.items():
+        torch.manual_seed(0)
+        models[name] = PropensityModel.from_config(cfg).eval()
+    runs = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            runs[name].append(bare_model(model, table, cfgs[name].scoring.batch_size, False)[0])
+    per_s = {name: float(np.median(r)) for name, r in runs.items()}
+    print(f"torch {torch.__version__}, hidden {args.hidden}, 1 thread, {args.bare_rows:,} "
+          f"histories, median of {args.rounds} interleaved rounds, load average now "
+          f"{os.getloadavg()[0]:.1f}; --set {' '.join(sets[1:]) or '(none)'}")
+    for name, value in per_s.items():
+        print(f"  {name:<30}: {value:10,.0f} histories/s, x{value / per_s['config']:.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="histories to score end to end")
@@ -231,13 +260,18 @@ def main() -> None:
                    default=[300_000, 3_000_000], help="input sizes of --rss")
     p.add_argument("--rss-setting", default="auto", help="the whole-command setting of --rss")
     p.add_argument("--dir", default=None, help="working folder (default: a temporary one)")
+    p.add_argument("--set", action="append", default=[], help="config override (repeatable)")
+    p.add_argument("--versus", default=None,
+                   help="KEY=VALUE: only the bare model with and without this override")
     args = p.parse_args()
     cores = os.cpu_count() or 1
     load = load_check(cores)
     settings = args.whole.split(",")
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        sets = [f"model.hidden_size={args.hidden}"]
+        sets = [f"model.hidden_size={args.hidden}", *args.set]
+        if args.versus:
+            return versus_mode(args, tmp, sets)
         if args.rss:
             return rss_mode(args, tmp, sets)
         cfg = make_config(tmp, *sets)
