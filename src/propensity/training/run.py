@@ -235,12 +235,11 @@ def _init_profile_part(model: PropensityModel, examples: Examples, seed: int, co
     if cold and model.n_shares:  # a warm start keeps the prior its deep part learned with
         model.fit_item_share_prior([examples.encoded.batch(sample[p]) for p in parts])
     inputs, labels = _profile_rows(model, examples, sample)
-    val = None
+    val_inputs = val_labels = None
     if fit_wide and model.wide is not None:
-        val = _profile_rows(model, examples,
-                            np.sort(rng.permutation(examples.val_rows)[:INIT_ROWS]))
-    return model.init_profile_part(inputs, labels, cold, fit_wide,
-                                   *(val if val is not None else (None, None)))
+        val_rows = np.sort(rng.permutation(examples.val_rows)[:INIT_ROWS])
+        val_inputs, val_labels = _profile_rows(model, examples, val_rows)
+    return model.init_profile_part(inputs, labels, cold, fit_wide, val_inputs, val_labels)
 
 
 def _profile_rows(model: PropensityModel, examples: Examples,
