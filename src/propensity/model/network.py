@@ -32,7 +32,7 @@ The forward pass is split so explanations can work on the per-event input vector
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 
 import torch
@@ -60,7 +60,6 @@ _ARCH_FIELDS = (
     "wide",
     "counters",
     "session_counts",
-    "item_share",
 )
 _HOURS_PER_DAY = 24.0
 COUNT_FLOOR = 0.01  # added to decayed counts before the log: "none" sits at log(0.01) = -4.6
@@ -75,6 +74,11 @@ SESSION_GAP_HOURS = 0.5
 # regression probe on planted 20k and 80k profiles: 1 did best at 80k and as well as 0.5 at 20k;
 # 0.1 lost 0.004 to 0.007 AUROC, 8 lost 0.012 (docs/train.md, "Item shares").
 ITEM_SHARE_PRIOR_ARTICLES = 1.0
+# Inverse L2 strengths the wide part's regression chooses from, per target, by validation loss.
+# The baseline's C = 1 on every input cost the demo's first model (3,782 rows, 88 inputs)
+# 0.049 AUROC against C = 0.003, and lost to the baseline; at 20,000 profiles C = 1 is best for
+# the any-order target, 0.003 for the category one (docs/train.md, "The wide part").
+WIDE_C = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 # A profile input whose spread on the training rows is below this is (nearly) constant there:
 # it is centred, not divided by its spread, which would put the first different value at
 # thousands of standard deviations (a model trained on one weekday of prediction time scored
@@ -246,8 +250,8 @@ class PropensityModel(nn.Module):
         """What must match for weights to be exchangeable (warm start)."""
         return {
             **{f: _plain(getattr(self.model_cfg, f)) for f in _ARCH_FIELDS},
-            # What the model does: without targets on items there is no share, so a champion
-            # from before `item_share` existed stays a warm start for such a config.
+            # What the model does, not the config's flag: without targets on items there is no
+            # share, so a champion from before `item_share` existed warm-starts such a config.
             "item_share": bool(self.n_shares),
             "types": list(self.spec.types),
             "targets": list(self.targets),
@@ -321,11 +325,20 @@ class PropensityModel(nn.Module):
         days = (age / _HOURS_PER_DAY).float()
         extras = self._events_and_recency(onehot, batch, days, real, running)
         parts = [torch.cat([decayed, windowed], dim=-2).flatten(-2), extras]
+        starts = (self._session_starts(batch, x.device) if self.n_sessions or self.n_shares
+                  else None)
         if self.n_sessions:
-            parts.append(self._sessions(onehot, batch, weights[..., w:], running))
+            parts.append(self._sessions(onehot, starts, weights[..., w:], running))
         if self.n_shares:
-            parts.append(self._item_shares(onehot, batch, running))
+            parts.append(self._item_shares(onehot, batch, starts, running))
         return torch.cat(parts, dim=-1) * _LOG_SCALE
+
+    def _per_group(self, channels: torch.Tensor) -> torch.Tensor:
+        """`count_channels` summed over the event types [B, T, 1 + J]: 1 on a real event, then
+        per item target 1 on an event on its items."""
+        *lead, C = channels.shape
+        K = len(self.spec.types)
+        return channels.view(*lead, C // K, K).sum(dim=-1)
 
     def _session_starts(self, batch: Batch, device: torch.device) -> torch.Tensor:
         """Whether each step starts a session [B, T] (bool): the first event, and every event
@@ -334,17 +347,18 @@ class PropensityModel(nn.Module):
         gap = torch.expm1(batch.log_gap.to(device).float())
         return (steps[None, :] == 0) | (gap > SESSION_GAP_HOURS)
 
-    def _fresh_articles(self, batch: Batch, device: torch.device) -> torch.Tensor:
+    def _fresh_articles(self, batch: Batch, starts: torch.Tensor) -> torch.Tensor:
         """Whether each step shows a fresh article [B, T] (bool): it carries an article, and that
         differs from the article of the session's previous event with one (searches carry
         none), or it is the session's first. Looking at an article again is one choice seen
         twice; a new article is a new draw from what the profile likes (docs/generate.md).
         The previous article-carrying step is found by scattering each such step to its rank
         among them, as ONNX at opset 17 has no running maximum to carry it forward."""
-        article = batch.article.to(device)
+        article = batch.article.to(starts.device)
+        device = starts.device
         B, T = article.shape
         has = article != 0  # 0: no article, or padding
-        session = self._session_starts(batch, device).long().cumsum(dim=1)
+        session = starts.long().cumsum(dim=1)
         rank = has.long().cumsum(dim=1) - 1  # among the article-carrying steps, from 0
         steps = torch.arange(T, device=device).expand(B, T)
         at = torch.zeros(B, T + 1, dtype=torch.long, device=device)  # column T: the others
@@ -354,7 +368,15 @@ class PropensityModel(nn.Module):
         new = (article.gather(1, before) != article) | (session.gather(1, before) != session)
         return has & (first | new)
 
-    def _item_shares(self, channels: torch.Tensor, batch: Batch, running: bool) -> torch.Tensor:
+    def _fresh_per_group(self, channels: torch.Tensor, batch: Batch,
+                         starts: torch.Tensor) -> torch.Tensor:
+        """Fresh articles per step and group [B, T, 1 + J]: all, then on each item target's
+        items (`_fresh_articles` weighted by `_per_group`)."""
+        fresh = self._fresh_articles(batch, starts).to(channels.dtype)
+        return fresh.unsqueeze(-1) * self._per_group(channels)
+
+    def _item_shares(self, channels: torch.Tensor, batch: Batch, starts: torch.Tensor,
+                     running: bool) -> torch.Tensor:
         """Per item target, log of its smoothed share of the fresh articles a history shows
         (`_fresh_articles`): (c * prior + on its items) / (c + all), c =
         ITEM_SHARE_PRIOR_ARTICLES, the prior its share on the training rows [B, J] (`running`:
@@ -365,31 +387,24 @@ class PropensityModel(nn.Module):
         all events and this share gained +0.010 AUROC over the baseline on planted 20k profiles
         (docs/train.md, "Item shares"). Weighted by the one-hot and item flags of `channels`,
         so explanations credit each article to the event that showed it."""
-        K = len(self.spec.types)
-        fresh = self._fresh_articles(batch, channels.device).to(channels.dtype)
-        *lead, C = channels.shape
-        per_group = channels.view(*lead, C // K, K).sum(dim=-1)  # [B, T, 1 + J]: real, on items
-        n = fresh.unsqueeze(-1) * per_group
+        n = self._fresh_per_group(channels, batch, starts)
         n = (n.cumsum(dim=1) if running else n.sum(dim=1)).clamp(min=0)
         prior = self.item_share_prior.to(n.dtype)
         c = ITEM_SHARE_PRIOR_ARTICLES
         return torch.log(c * prior + n[..., 1:]) - torch.log(c + n[..., :1])
 
     @torch.no_grad()
-    def fit_item_share_prior(self, batches: Sequence[Batch]) -> None:
+    def fit_item_share_prior(self, batches: Iterable[Batch]) -> None:
         """Each item target's prior share: its share of all fresh articles in `batches`."""
-        K = len(self.spec.types)
         total = torch.zeros(1 + self.n_shares, dtype=torch.float64)
         for batch in batches:
             channels = self.count_channels(self.embed(batch))
-            *lead, C = channels.shape
-            per_group = channels.view(*lead, C // K, K).sum(dim=-1)
-            fresh = self._fresh_articles(batch, channels.device).to(channels.dtype)
-            total += (fresh.unsqueeze(-1) * per_group).sum(dim=(0, 1)).double().cpu()
+            starts = self._session_starts(batch, channels.device)
+            total += self._fresh_per_group(channels, batch, starts).sum(dim=(0, 1)).double().cpu()
         share = total[1:] / total[0].clamp(min=1)
         self.item_share_prior.copy_(share.clamp(1e-3, 1 - 1e-3).float())
 
-    def _sessions(self, channels: torch.Tensor, batch: Batch, in_span: torch.Tensor,
+    def _sessions(self, channels: torch.Tensor, starts: torch.Tensor, in_span: torch.Tensor,
                   running: bool) -> torch.Tensor:
         """log1p(sessions started within each span T) [B, W] (`running`: [B, T, W]). A
         regression on the event counts cannot tell ten events in one visit from ten visits, and
@@ -399,8 +414,7 @@ class PropensityModel(nn.Module):
         starts are weighted by the events' one-hot sum (1 on a real event), so explanations
         credit each session to the event that began it."""
         K = len(self.spec.types)
-        starts = self._session_starts(batch, channels.device).to(channels.dtype)
-        starts = starts * channels[..., :K].sum(dim=-1)  # [B, T]; 0 on padding
+        starts = starts.to(channels.dtype) * channels[..., :K].sum(dim=-1)  # [B, T]; 0: padding
         n = starts.unsqueeze(-1) * in_span  # [B, T, W]
         n = n.cumsum(dim=1) if running else n.sum(dim=1)
         return torch.log1p(n.clamp(min=0))
@@ -415,8 +429,7 @@ class PropensityModel(nn.Module):
         stay at their real values along an explanation's integration path (a minimum has no
         useful gradient)."""
         K = len(self.spec.types)
-        *lead, C = channels.shape
-        n = channels.view(*lead, C // K, K).sum(dim=-1) * real[..., None]  # [B, T, G]
+        n = self._per_group(channels) * real[..., None]  # [B, T, G]
         n = n.cumsum(dim=1) if running else n.sum(dim=1)
         codes = nn.functional.one_hot(batch.event_type.to(age_days.device), K).to(age_days.dtype)
         flags = batch.item_match.to(age_days.device).to(age_days.dtype)
@@ -549,13 +562,6 @@ class PropensityModel(nn.Module):
         states = self.hidden_states(x)
         context = batch.context.unsqueeze(1).expand(-1, states.shape[1], -1)
         return self._head(states, context, self.decayed_counts(x, batch, running=True))
-
-
-# Inverse L2 strengths the wide part's regression chooses from, per target, by validation loss.
-# The baseline's C = 1 on every input cost the demo's first model (3,782 rows, 88 inputs)
-# 0.049 AUROC against C = 0.003, and lost to the baseline; at 20,000 profiles C = 1 is best for
-# the any-order target, 0.003 for the category one (docs/train.md, "The wide part").
-WIDE_C = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def _fit_wide_target(z, y, zv, yv):

@@ -233,7 +233,7 @@ def _init_profile_part(model: PropensityModel, examples: Examples, seed: int, co
     sample = np.sort(rng.permutation(examples.train_rows)[:INIT_ROWS])
     parts = length_buckets(examples.encoded.lengths[sample], 1024)
     if cold and model.n_shares:  # a warm start keeps the prior its deep part learned with
-        model.fit_item_share_prior([examples.encoded.batch(sample[p]) for p in parts])
+        model.fit_item_share_prior(examples.encoded.batch(sample[p]) for p in parts)
     inputs, labels = _profile_rows(model, examples, sample)
     val_inputs = val_labels = None
     if fit_wide and model.wide is not None:
